@@ -1,0 +1,1 @@
+"""chatproto: an encrypted client/server chat system on Twisted."""

@@ -1,0 +1,1 @@
+"""Persistent storage: database engines, migrations and the chat store."""

@@ -1,0 +1,467 @@
+"""Database access: engines (SQLite, PostgreSQL), migrations, transactions.
+
+Modelled (much smaller) on synapse's ``storage/database.py`` + ``storage/engines``.
+
+Every piece of SQL in the project uses ``?`` placeholders; the engine converts
+them for drivers that need another paramstyle.  All database work goes
+through :meth:`Database.run_interaction`, which runs a function in a pool
+thread inside one transaction, committing on success, rolling back on error,
+and retrying the whole function on transient errors (serialization failures,
+deadlocks).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+log = Logger()
+
+#: How many times an interaction is attempted when it fails with a
+#: retryable error (serialization failure, deadlock, locked database).
+MAX_ATTEMPTS = 5
+
+_MIGRATION_RE = re.compile(r"^(\d+)_([A-Za-z0-9_]+)\.sql(?:\.(sqlite|postgres))?$")
+
+# A single-quoted SQL literal, a ``?`` placeholder or a literal ``%``.
+_QMARK_RE = re.compile(r"('(?:[^']|'')*')|(\?)|(%)")
+
+
+@functools.lru_cache(maxsize=1024)
+def qmark_to_format(sql: str) -> str:
+    """Convert ``?`` placeholders to ``%s`` (and escape ``%`` as ``%%``).
+
+    A ``?`` inside a single-quoted literal is left alone; ``%`` is doubled
+    everywhere (literals included) because the driver interpolates the whole
+    string.  Cached, so each distinct SQL string is converted once.
+    """
+
+    def repl(m: re.Match[str]) -> str:
+        if m.group(1) is not None:
+            return m.group(1).replace("%", "%%")
+        if m.group(2) is not None:
+            return "%s"
+        return "%%"
+
+    return _QMARK_RE.sub(repl, sql)
+
+
+def split_sql_script(script: str) -> list[str]:
+    """Split a schema script into statements.
+
+    Handles ``--`` comments and single-quoted literals; does not handle
+    ``BEGIN ... END`` bodies (triggers), which the schema must not use.
+    """
+    statements: list[str] = []
+    buf: list[str] = []
+    i, n = 0, len(script)
+    while i < n:
+        c = script[i]
+        if c == "-" and script.startswith("--", i):
+            j = script.find("\n", i)
+            i = n if j == -1 else j
+            continue
+        if c == "'":
+            j = i + 1
+            while j < n:
+                if script[j] == "'":
+                    if script.startswith("''", j):
+                        j += 2
+                        continue
+                    break
+                j += 1
+            buf.append(script[i : j + 1])
+            i = j + 1
+            continue
+        if c == ";":
+            stmt = "".join(buf).strip()
+            if stmt:
+                statements.append(stmt)
+            buf = []
+            i += 1
+            continue
+        buf.append(c)
+        i += 1
+    stmt = "".join(buf).strip()
+    if stmt:
+        statements.append(stmt)
+    return statements
+
+
+class Engine:
+    """What differs between database backends."""
+
+    #: Short name; also the schema file variant suffix (``001_x.sql.<name>``).
+    name: str = ""
+    #: Whether ``?`` placeholders must be converted to ``%s``.
+    converts_placeholders: bool = False
+
+    def make_pool(self) -> adbapi.ConnectionPool:
+        raise NotImplementedError
+
+    def convert_sql(self, sql: str) -> str:
+        return qmark_to_format(sql) if self.converts_placeholders else sql
+
+    def begin(self, cursor: Any) -> None:
+        """Start a transaction on a fresh cursor (if the driver does not)."""
+
+    def lock_migrations(self, txn: Transaction) -> None:
+        """Serialize concurrent migration runs (called inside the transaction)."""
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        return False
+
+    def is_unique_violation(self, exc: BaseException) -> bool:
+        return False
+
+    def execute_many(self, cursor: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        cursor.executemany(sql, rows)
+
+    def describe(self) -> str:
+        return self.name
+
+
+class SqliteEngine(Engine):
+    name = "sqlite"
+    converts_placeholders = False
+
+    # Extended result codes (sqlite3 module exposes them since 3.11).
+    _UNIQUE_CODES = frozenset({1555, 2067})  # SQLITE_CONSTRAINT_PRIMARYKEY, _UNIQUE
+
+    def __init__(self, path: str, busy_timeout_ms: int = 5000) -> None:
+        if not path:
+            raise ValueError("empty SQLite database path")
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+
+    def _open(self, conn: sqlite3.Connection) -> None:
+        # We manage transactions ourselves (BEGIN IMMEDIATE in begin()), so
+        # that DDL in migrations is transactional too.
+        conn.isolation_level = None
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+
+    def make_pool(self) -> adbapi.ConnectionPool:
+        return adbapi.ConnectionPool(
+            "sqlite3",
+            self.path,
+            cp_min=1,
+            cp_max=1,
+            check_same_thread=False,
+            cp_openfun=self._open,
+        )
+
+    def begin(self, cursor: Any) -> None:
+        # IMMEDIATE takes the write lock up front: no lock-upgrade failures
+        # when another process (e.g. the admin tool) shares the file.
+        cursor.execute("BEGIN IMMEDIATE")
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+    def is_unique_violation(self, exc: BaseException) -> bool:
+        if not isinstance(exc, sqlite3.IntegrityError):
+            return False
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None:
+            return code in self._UNIQUE_CODES
+        return str(exc).startswith("UNIQUE constraint failed")
+
+    def describe(self) -> str:
+        return f"sqlite:{self.path}"
+
+
+class PostgresEngine(Engine):
+    name = "postgres"
+    converts_placeholders = True
+
+    #: Arbitrary key for the migration advisory lock.
+    _MIGRATION_LOCK_KEY = 0x63686174  # "chat"
+
+    def __init__(self, dsn: str, cp_min: int = 1, cp_max: int = 5) -> None:
+        import psycopg2
+        import psycopg2.errors
+        import psycopg2.extensions
+        import psycopg2.extras
+
+        self._psycopg2 = psycopg2
+        self._retryable: tuple[type[BaseException], ...] = (
+            psycopg2.errors.SerializationFailure,
+            psycopg2.errors.DeadlockDetected,
+        )
+        self._unique: type[BaseException] = psycopg2.errors.UniqueViolation
+        self._execute_batch = psycopg2.extras.execute_batch
+        self._isolation = psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ
+        self.dsn = dsn
+        self.cp_min = cp_min
+        self.cp_max = cp_max
+
+    def _open(self, conn: Any) -> None:
+        conn.set_session(isolation_level=self._isolation)
+
+    def make_pool(self) -> adbapi.ConnectionPool:
+        return adbapi.ConnectionPool(
+            "psycopg2",
+            self.dsn,
+            cp_min=self.cp_min,
+            cp_max=self.cp_max,
+            cp_reconnect=True,
+            cp_openfun=self._open,
+        )
+
+    def lock_migrations(self, txn: Transaction) -> None:
+        txn.execute("SELECT pg_advisory_xact_lock(?)", (self._MIGRATION_LOCK_KEY,))
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        return isinstance(exc, self._retryable)
+
+    def is_unique_violation(self, exc: BaseException) -> bool:
+        return isinstance(exc, self._unique)
+
+    def execute_many(self, cursor: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._execute_batch(cursor, sql, rows)
+
+    def describe(self) -> str:
+        # Never show a password that might be in the DSN.
+        return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", self.dsn)
+
+
+def engine_from_uri(uri: str, **kw: Any) -> Engine:
+    """``sqlite:PATH`` (also ``sqlite:///abs/path``) or ``postgresql://...``."""
+    if uri.startswith("sqlite:"):
+        path = uri[len("sqlite:") :]
+        if path.startswith("///"):
+            path = path[2:]
+        return SqliteEngine(path, **kw)
+    if uri.startswith(("postgresql://", "postgres://")):
+        return PostgresEngine(uri, **kw)
+    raise ValueError(f"unsupported database URI scheme: {uri.split(':', 1)[0]!r}")
+
+
+class Transaction:
+    """A cursor wrapper handed to interaction functions.
+
+    SQL always uses ``?`` placeholders.  On PostgreSQL, use ``RETURNING``
+    rather than :attr:`lastrowid`.
+    """
+
+    __slots__ = ("_cursor", "engine", "desc")
+
+    def __init__(self, cursor: Any, engine: Engine, desc: str) -> None:
+        self._cursor = cursor
+        self.engine = engine
+        self.desc = desc
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._cursor.execute(self.engine.convert_sql(sql), tuple(params))
+
+    def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = [tuple(r) for r in rows]
+        if rows:
+            self.engine.execute_many(self._cursor, self.engine.convert_sql(sql), rows)
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        row = self._cursor.fetchone()
+        return None if row is None else tuple(row)
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self._cursor.fetchall()]
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cursor.rowcount)
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+
+class MigrationError(Exception):
+    """The database schema cannot be brought up to date."""
+
+
+def _default_schema_dir() -> Traversable:
+    return importlib.resources.files("chatproto.storage").joinpath("schema")
+
+
+def find_migrations(schema_dir: Traversable | Path, engine_name: str) -> list[tuple[int, str]]:
+    """Return ``[(version, sql_text)]`` in order, picking the engine variant.
+
+    For each number, ``NNN_name.sql.<engine>`` wins over ``NNN_name.sql``.
+    """
+    chosen: dict[int, tuple[int, str, Traversable | Path]] = {}
+    for entry in schema_dir.iterdir():
+        m = _MIGRATION_RE.match(entry.name)
+        if m is None:
+            continue
+        variant = m.group(3)
+        if variant is not None and variant != engine_name:
+            continue
+        version = int(m.group(1))
+        rank = 1 if variant else 0
+        prev = chosen.get(version)
+        if prev is not None:
+            if prev[0] == rank:
+                raise MigrationError(f"two migrations numbered {version}: {prev[1]}, {entry.name}")
+            if prev[0] > rank:
+                continue
+        chosen[version] = (rank, entry.name, entry)
+    return [(v, chosen[v][2].read_text(encoding="utf-8")) for v in sorted(chosen)]
+
+
+class Database:
+    """A connection pool plus migrations; the one way to talk to the database."""
+
+    def __init__(self, engine: Engine, schema_dir: Traversable | Path | None = None) -> None:
+        self.engine = engine
+        self._schema_dir = schema_dir if schema_dir is not None else _default_schema_dir()
+        self._pool: adbapi.ConnectionPool | None = None
+
+    @classmethod
+    def from_uri(
+        cls, uri: str, *, schema_dir: Traversable | Path | None = None, **kw: Any
+    ) -> Database:
+        """Build from ``sqlite:PATH`` or ``postgresql://...``; ``kw`` go to the engine."""
+        return cls(engine_from_uri(uri, **kw), schema_dir=schema_dir)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> Deferred[None]:
+        """Open the pool (if needed) and apply pending migrations."""
+        if self._pool is None:
+            self._pool = self.engine.make_pool()
+        return Deferred.fromCoroutine(self._migrate())
+
+    def close(self) -> None:
+        """Close the pool (waits for the pool threads to finish)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    # -- interactions --------------------------------------------------------
+
+    def run_interaction(
+        self,
+        desc: str,
+        fn: Callable[Concatenate[Transaction, P], R],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Deferred[R]:
+        """Run ``fn(txn, *args, **kwargs)`` in a pool thread, in one transaction.
+
+        Commits if ``fn`` returns, rolls back if it raises; the whole function
+        is re-run (up to :data:`MAX_ATTEMPTS` times) on retryable errors, so
+        it must not have side effects outside the database.
+        """
+        if self._pool is None:
+            raise RuntimeError("Database not started")
+        d: Deferred[R] = self._pool.runWithConnection(self._new_transaction, desc, fn, args, kwargs)
+        return d
+
+    def _new_transaction(
+        self,
+        conn: adbapi.Connection,
+        desc: str,
+        fn: Callable[..., R],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> R:
+        engine = self.engine
+        attempt = 0
+        while True:
+            attempt += 1
+            start = time.monotonic()
+            cursor = conn.cursor()
+            try:
+                engine.begin(cursor)
+                result = fn(Transaction(cursor, engine, desc), *args, **kwargs)
+                conn.commit()
+                return result
+            except BaseException as exc:
+                try:
+                    conn.rollback()
+                except Exception:
+                    log.failure("[{desc}] rollback failed", desc=desc)
+                if attempt < MAX_ATTEMPTS and engine.is_retryable(exc):
+                    log.info(
+                        "[{desc}] transient {error} (attempt {attempt}); retrying",
+                        desc=desc,
+                        error=type(exc).__name__,
+                        attempt=attempt,
+                    )
+                    continue
+                raise
+            finally:
+                try:
+                    cursor.close()
+                except Exception:  # noqa: S110 - connection may already be gone
+                    pass
+                elapsed = time.monotonic() - start
+                if elapsed > 1.0:
+                    log.warn("[{desc}] took {elapsed:.3f}s", desc=desc, elapsed=elapsed)
+
+    # -- migrations ----------------------------------------------------------
+
+    async def _migrate(self) -> None:
+        engine = self.engine
+        migrations = find_migrations(self._schema_dir, engine.name)
+        applied = await self.run_interaction("prepare_schema_version", _prepare_schema_version)
+        known = {v for v, _ in migrations}
+        unknown = sorted(set(applied) - known)
+        if unknown:
+            raise MigrationError(
+                f"database has schema versions {unknown} unknown to this code (downgrade?)"
+            )
+        for version, sql in migrations:
+            if version in applied:
+                continue
+            done = await self.run_interaction(
+                f"migrate_{version}", _apply_migration, version, split_sql_script(sql)
+            )
+            if done:
+                log.info(
+                    "Applied schema migration {version} to {db}",
+                    version=version,
+                    db=engine.describe(),
+                )
+
+
+def _prepare_schema_version(txn: Transaction) -> set[int]:
+    txn.engine.lock_migrations(txn)
+    txn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        " version INTEGER PRIMARY KEY NOT NULL,"
+        " applied_ms BIGINT NOT NULL)"
+    )
+    txn.execute("SELECT version FROM schema_version")
+    return {int(r[0]) for r in txn.fetchall()}
+
+
+def _apply_migration(txn: Transaction, version: int, statements: list[str]) -> bool:
+    txn.engine.lock_migrations(txn)
+    txn.execute("SELECT 1 FROM schema_version WHERE version = ?", (version,))
+    if txn.fetchone() is not None:
+        return False  # applied concurrently by another process
+    for stmt in statements:
+        txn.execute(stmt)
+    txn.execute(
+        "INSERT INTO schema_version (version, applied_ms) VALUES (?, ?)",
+        (version, int(time.time() * 1000)),
+    )
+    return True

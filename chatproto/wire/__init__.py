@@ -1,0 +1,1 @@
+"""Sans-IO wire protocol: framing, encryption and messages."""
