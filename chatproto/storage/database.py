@@ -207,7 +207,10 @@ class PostgresEngine(Engine):
         )
         self._unique: type[BaseException] = psycopg2.errors.UniqueViolation
         self._execute_batch = psycopg2.extras.execute_batch
-        self._isolation = psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ
+        # READ COMMITTED: sequence counters are taken with `UPDATE ... SET next_seq = next_seq + 1
+        # RETURNING`, which waits for the row lock and then sees the committed value. Under
+        # REPEATABLE READ every concurrent sender to one user would fail and retry.
+        self._isolation = psycopg2.extensions.ISOLATION_LEVEL_READ_COMMITTED
         self.dsn = dsn
         self.cp_min = cp_min
         self.cp_max = cp_max

@@ -6,10 +6,11 @@ Password hashes are stored and returned opaquely and never logged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 from twisted.internet.defer import Deferred
 
 from chatproto.storage.database import Database, Transaction
@@ -160,3 +161,598 @@ class ChatStore:
             return 0 if row is None else int(row[0])
 
         return self.db.run_interaction("count_users", txn_fn)
+
+    # -- conversations -------------------------------------------------------
+    #
+    # Every message goes to one conversation (a direct chat between two users, or a group) and
+    # gets the conversation's next sequence number; every member gets a row in their own
+    # ordered log (deliveries) with their next per-user sequence number. Both counters are
+    # taken with UPDATE ... RETURNING inside the insert transaction, so commit order is
+    # sequence order and readers never see a gap. Rows are locked in a fixed order
+    # (conversation, then users by id) so concurrent senders cannot deadlock.
+
+    def create_direct(self, user: str, peer: str, now_ms: int) -> Deferred[int]:
+        """Ensure the direct conversation of two users exists; its id. UnknownUsers."""
+
+        def txn_fn(txn: Transaction) -> int:
+            user_id = _user_id(txn, user)
+            return _ensure_direct(txn, user, user_id, peer, now_ms)
+
+        return self.db.run_interaction("create_direct", txn_fn)
+
+    def append_message(self, draft: Draft) -> Deferred[Appended]:
+        """Store a chat message and append it to every member's log (one transaction).
+
+        A message whose (sender, client_msg_id) is already stored is not stored again: the
+        original's sequence number comes back with ``duplicate`` set.
+        """
+        return self.db.run_interaction("append_message", _append_message, draft)
+
+    def create_group(self, creator: str, names: Sequence[str], title: str,
+                     now_ms: int) -> Deferred[Appended]:
+        """Create a group (creator = owner) and log its CREATED event. UnknownUsers."""
+
+        def txn_fn(txn: Transaction) -> Appended:
+            creator_id = _user_id(txn, creator)
+            ids = _user_ids(txn, names)
+            txn.execute(
+                "INSERT INTO conversations (kind, title, creator_id, created_ms)"
+                " VALUES ('group', ?, ?, ?) RETURNING id",
+                (title, creator_id, now_ms),
+            )
+            group_id = int(_one(txn)[0])
+            txn.execute_many(
+                "INSERT INTO members (conversation_id, user_id, role, joined_ms)"
+                " VALUES (?, ?, ?, ?)",
+                [(group_id, creator_id, "owner", now_ms)]
+                + [(group_id, uid, "member", now_ms) for uid in ids.values()],
+            )
+            event = GroupEventRecord(1, creator, tuple(n for n in names), title)
+            return _append(txn, group_id, creator_id, creator, None, 3, event.encode(), None,
+                           None, now_ms, extra=())
+
+        return self.db.run_interaction("create_group", txn_fn)
+
+    def change_group(self, actor: str, group_id: int, action: int, names: Sequence[str],
+                     title: str | None, now_ms: int) -> Deferred[Appended]:
+        """Add, remove, leave or rename, and log the event to the members (and to those who
+        were removed or left). UnknownGroup, NotAMember, NotAllowed, UnknownUsers."""
+
+        def txn_fn(txn: Transaction) -> Appended:
+            actor_id = _user_id(txn, actor)
+            current_title = _lock_group(txn, group_id)
+            role = _role(txn, group_id, actor_id)
+            if role is None:
+                raise NotAMember(group_id)
+            removed: tuple[tuple[int, str], ...] = ()
+            event_names = tuple(names)
+            new_title = current_title
+            if action == GROUP_ADDED:
+                _require_admin(role)
+                ids = _user_ids(txn, names)
+                for uid in ids.values():
+                    if _role(txn, group_id, uid) is None:
+                        txn.execute(
+                            "INSERT INTO members (conversation_id, user_id, role, joined_ms)"
+                            " VALUES (?, ?, 'member', ?)",
+                            (group_id, uid, now_ms),
+                        )
+            elif action in (GROUP_REMOVED, GROUP_LEFT):
+                if action == GROUP_REMOVED:
+                    _require_admin(role)
+                    ids = _user_ids(txn, names)
+                else:
+                    ids = {actor: actor_id}
+                for name, uid in ids.items():
+                    txn.execute(
+                        "DELETE FROM members WHERE conversation_id = ? AND user_id = ?",
+                        (group_id, uid),
+                    )
+                    if txn.rowcount:
+                        removed += ((uid, name),)
+                event_names = tuple(name for _, name in removed)
+            elif action == GROUP_RENAMED:
+                _require_admin(role)
+                assert title is not None
+                new_title = title
+                txn.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, group_id))
+            event = GroupEventRecord(action, actor, event_names, new_title)
+            return _append(txn, group_id, actor_id, actor, None, 3, event.encode(), None, None,
+                           now_ms, extra=removed)
+
+        return self.db.run_interaction("change_group", txn_fn)
+
+    def read_log(self, user: str, after_seq: int, limit: int) -> Deferred[list[LogEntry]]:
+        """The user's deliveries after ``after_seq``, in order (image bodies left out)."""
+
+        def txn_fn(txn: Transaction) -> list[LogEntry]:
+            txn.execute(
+                "SELECT d.user_seq, c.kind, c.id, c.direct_key, m.sender_name, m.conv_seq,"
+                " m.created_ms, m.client_msg_id, m.content_type,"
+                " CASE WHEN m.content_type = 2 THEN NULL ELSE m.body END, m.mime, m.sha256,"
+                " LENGTH(m.body), m.id"
+                " FROM deliveries d JOIN messages m ON m.id = d.message_id"
+                " JOIN conversations c ON c.id = m.conversation_id"
+                " WHERE d.user_id = (SELECT id FROM users WHERE name = ?) AND d.user_seq > ?"
+                " ORDER BY d.user_seq LIMIT ?",
+                (user, after_seq, limit),
+            )
+            return [_log_entry(row) for row in txn.fetchall()]
+
+        return self.db.run_interaction("read_log", txn_fn)
+
+    def message_body(self, message_id: int) -> Deferred[bytes]:
+        """One message's body (used for images, which log pages leave out)."""
+
+        def txn_fn(txn: Transaction) -> bytes:
+            txn.execute("SELECT body FROM messages WHERE id = ?", (message_id,))
+            return bytes(_one(txn)[0])
+
+        return self.db.run_interaction("message_body", txn_fn)
+
+    def device_cursor(self, user: str, device_id: bytes) -> Deferred[int]:
+        """The last user_seq this device acknowledged (0 for a new device)."""
+
+        def txn_fn(txn: Transaction) -> int:
+            txn.execute(
+                "SELECT acked_seq FROM devices WHERE device_id = ?"
+                " AND user_id = (SELECT id FROM users WHERE name = ?)",
+                (device_id, user),
+            )
+            row = txn.fetchone()
+            return 0 if row is None else int(row[0])
+
+        return self.db.run_interaction("device_cursor", txn_fn)
+
+    def acknowledge(self, user: str, device_id: bytes, up_to: int,
+                    now_ms: int) -> Deferred[list[DeliveredReceipt]]:
+        """Move the device's cursor forward to ``up_to`` (never back) and return, per
+        conversation and sender, the highest conv_seq newly delivered (for receipts)."""
+
+        def txn_fn(txn: Transaction) -> list[DeliveredReceipt]:
+            user_id = _user_id(txn, user)
+            txn.execute(
+                "SELECT acked_seq FROM devices WHERE user_id = ? AND device_id = ?",
+                (user_id, device_id),
+            )
+            row = txn.fetchone()
+            previous = 0 if row is None else int(row[0])
+            if up_to <= previous:
+                return []
+            txn.execute("SELECT next_seq FROM users WHERE id = ?", (user_id,))
+            up_to_valid = min(up_to, int(_one(txn)[0]))
+            if row is None:
+                txn.execute(
+                    "INSERT INTO devices (user_id, device_id, acked_seq, last_seen_ms)"
+                    " VALUES (?, ?, ?, ?)",
+                    (user_id, device_id, up_to_valid, now_ms),
+                )
+            else:
+                txn.execute(
+                    "UPDATE devices SET acked_seq = ?, last_seen_ms = ?"
+                    " WHERE user_id = ? AND device_id = ? AND acked_seq < ?",
+                    (up_to_valid, now_ms, user_id, device_id, up_to_valid),
+                )
+            txn.execute(
+                "SELECT m.sender_name, c.kind, c.id, MAX(m.conv_seq)"
+                " FROM deliveries d JOIN messages m ON m.id = d.message_id"
+                " JOIN conversations c ON c.id = m.conversation_id"
+                " WHERE d.user_id = ? AND d.user_seq > ? AND d.user_seq <= ?"
+                " AND m.sender_name <> ? AND m.content_type <> 3"
+                " GROUP BY m.sender_name, c.kind, c.id",
+                (user_id, previous, up_to_valid, user),
+            )
+            return [
+                DeliveredReceipt(str(s), 0 if k == "direct" else int(cid), int(seq))
+                for s, k, cid, seq in txn.fetchall()
+            ]
+
+        return self.db.run_interaction("acknowledge", txn_fn)
+
+    def history(self, user: str, group_id: int, peer: str | None, before_seq: int,
+                limit: int) -> Deferred[tuple[list[HistoryRow], bool]]:
+        """A conversation's archive, newest first, before ``before_seq`` (0 = the newest);
+        only for members. UnknownGroup, NotAMember, UnknownUsers."""
+
+        def txn_fn(txn: Transaction) -> tuple[list[HistoryRow], bool]:
+            user_id = _user_id(txn, user)
+            if group_id == 0:
+                assert peer is not None
+                _user_ids(txn, [peer])
+                txn.execute("SELECT id FROM conversations WHERE direct_key = ?",
+                            (_direct_key(user, peer),))
+                row = txn.fetchone()
+                if row is None:
+                    return [], False
+                conv_id = int(row[0])
+            else:
+                conv_id = group_id
+                _group_exists(txn, conv_id)
+                if _role(txn, conv_id, user_id) is None:
+                    raise NotAMember(group_id)
+            bound = before_seq if before_seq > 0 else 2**62
+            txn.execute(
+                "SELECT m.conv_seq, m.sender_name, c.direct_key, m.created_ms, m.content_type,"
+                " CASE WHEN m.content_type = 2 THEN NULL ELSE m.body END, m.mime, m.sha256,"
+                " LENGTH(m.body)"
+                " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+                " WHERE m.conversation_id = ? AND m.conv_seq < ?"
+                " ORDER BY m.conv_seq DESC LIMIT ?",
+                (conv_id, bound, limit + 1),
+            )
+            rows = txn.fetchall()
+            entries = [
+                HistoryRow(int(seq), str(sender), _direct_to(key, str(sender)), int(created),
+                           int(ctype), b"" if body is None else bytes(body), mime,
+                           None if sha is None else bytes(sha), int(size))
+                for seq, sender, key, created, ctype, body, mime, sha, size in rows[:limit]
+            ]
+            return entries, len(rows) > limit
+
+        return self.db.run_interaction("history", txn_fn)
+
+    def user_groups(self, user: str) -> Deferred[list[tuple[int, str, str, int]]]:
+        """(group_id, title, role, member_count) for every group the user is in."""
+
+        def txn_fn(txn: Transaction) -> list[tuple[int, str, str, int]]:
+            txn.execute(
+                "SELECT c.id, c.title, mb.role,"
+                " (SELECT COUNT(*) FROM members x WHERE x.conversation_id = c.id)"
+                " FROM members mb JOIN conversations c ON c.id = mb.conversation_id"
+                " WHERE mb.user_id = (SELECT id FROM users WHERE name = ?)"
+                " AND c.kind = 'group' ORDER BY c.id",
+                (user,),
+            )
+            return [(int(g), str(t), str(r), int(n)) for g, t, r, n in txn.fetchall()]
+
+        return self.db.run_interaction("user_groups", txn_fn)
+
+    def group_members(self, user: str, group_id: int) -> Deferred[
+            list[tuple[str, str, int | None]]]:
+        """(name, role, last_seen_ms) of a group's members; only for members."""
+
+        def txn_fn(txn: Transaction) -> list[tuple[str, str, int | None]]:
+            user_id = _user_id(txn, user)
+            _group_exists(txn, group_id)
+            if _role(txn, group_id, user_id) is None:
+                raise NotAMember(group_id)
+            txn.execute(
+                "SELECT u.name, mb.role, u.last_seen_ms FROM members mb"
+                " JOIN users u ON u.id = mb.user_id WHERE mb.conversation_id = ?"
+                " ORDER BY u.name",
+                (group_id,),
+            )
+            return [(str(n), str(r), None if s is None else int(s)) for n, r, s in
+                    txn.fetchall()]
+
+        return self.db.run_interaction("group_members", txn_fn)
+
+    def conversation_members(self, user: str, group_id: int) -> Deferred[list[str]]:
+        """The names of a group's members, if ``user`` is one of them. NotAMember."""
+
+        def txn_fn(txn: Transaction) -> list[str]:
+            user_id = _user_id(txn, user)
+            _group_exists(txn, group_id)
+            if _role(txn, group_id, user_id) is None:
+                raise NotAMember(group_id)
+            txn.execute(
+                "SELECT u.name FROM members mb JOIN users u ON u.id = mb.user_id"
+                " WHERE mb.conversation_id = ?",
+                (group_id,),
+            )
+            return [str(r[0]) for r in txn.fetchall()]
+
+        return self.db.run_interaction("conversation_members", txn_fn)
+
+    def contacts(self, user: str) -> Deferred[list[tuple[str, int | None]]]:
+        """(name, last_seen_ms) of everyone who shares a conversation with ``user``."""
+
+        def txn_fn(txn: Transaction) -> list[tuple[str, int | None]]:
+            txn.execute(
+                "SELECT DISTINCT u.name, u.last_seen_ms FROM members me"
+                " JOIN members other ON other.conversation_id = me.conversation_id"
+                " JOIN users u ON u.id = other.user_id"
+                " WHERE me.user_id = (SELECT id FROM users WHERE name = ?) AND u.name <> ?"
+                " ORDER BY u.name",
+                (user, user),
+            )
+            return [(str(n), None if s is None else int(s)) for n, s in txn.fetchall()]
+
+        return self.db.run_interaction("contacts", txn_fn)
+
+
+# --- conversation records and helpers ------------------------------------------------------
+
+GROUP_CREATED, GROUP_ADDED, GROUP_REMOVED, GROUP_LEFT, GROUP_RENAMED = 1, 2, 3, 4, 5
+
+
+class UnknownUsers(StoreError):
+    def __init__(self, names: Sequence[str]) -> None:
+        super().__init__("unknown user: " + ", ".join(names))
+        self.names = tuple(names)
+
+
+class UnknownGroup(StoreError):
+    def __init__(self, group_id: int) -> None:
+        super().__init__(f"no group {group_id}")
+
+
+class NotAMember(StoreError):
+    def __init__(self, group_id: int) -> None:
+        super().__init__(f"you are not a member of group {group_id}")
+
+
+class NotAllowed(StoreError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupEventRecord:
+    """A membership change, stored as the body of an EVENT message (MessagePack array)."""
+
+    action: int
+    actor: str
+    names: tuple[str, ...]
+    title: str
+
+    def encode(self) -> bytes:
+        return msgpack.packb([self.action, self.actor, list(self.names), self.title],
+                             use_bin_type=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A chat message before it is stored. ``group_id`` 0 means a direct chat with ``to``."""
+
+    sender: str
+    group_id: int
+    to: str | None
+    client_msg_id: bytes | None
+    content_type: int
+    body: bytes
+    mime: str | None
+    sha256: bytes | None
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """A stored message and the log entries it made, one per recipient."""
+
+    message_id: int
+    group_id: int
+    conv_seq: int
+    created_ms: int
+    duplicate: bool
+    entry: LogEntry | None
+    recipients: tuple[tuple[str, int], ...]  # (name, user_seq)
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One delivery in a user's log, without the per-user sequence number."""
+
+    group_id: int
+    sender: str
+    to: str | None
+    conv_seq: int
+    created_ms: int
+    client_msg_id: bytes | None
+    content_type: int
+    body: bytes | None  # None for images: fetch with message_body
+    mime: str | None
+    sha256: bytes | None
+    size: int
+    message_id: int
+    user_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    conv_seq: int
+    sender: str
+    to: str | None
+    created_ms: int
+    content_type: int
+    body: bytes
+    mime: str | None
+    sha256: bytes | None
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveredReceipt:
+    sender: str
+    group_id: int
+    conv_seq: int
+
+
+def _one(txn: Transaction) -> tuple[Any, ...]:
+    row = txn.fetchone()
+    if row is None:
+        raise StoreError("expected a row")
+    return tuple(row)
+
+
+def _user_id(txn: Transaction, name: str) -> int:
+    txn.execute("SELECT id FROM users WHERE name = ?", (name,))
+    row = txn.fetchone()
+    if row is None:
+        raise UnknownUsers([name])
+    return int(row[0])
+
+
+def _user_ids(txn: Transaction, names: Iterable[str]) -> dict[str, int]:
+    """Ids of the named users, in id order; UnknownUsers naming every missing one."""
+    wanted = list(dict.fromkeys(names))
+    found: dict[str, int] = {}
+    for i in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[i : i + _IN_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        txn.execute(f"SELECT name, id FROM users WHERE name IN ({marks})", chunk)  # noqa: S608
+        found.update((str(n), int(i)) for n, i in txn.fetchall())
+    missing = [n for n in wanted if n not in found]
+    if missing:
+        raise UnknownUsers(missing)
+    return dict(sorted(found.items(), key=lambda kv: kv[1]))
+
+
+def _direct_key(a: str, b: str) -> str:
+    return "\n".join(sorted((a, b)))
+
+
+def _direct_to(direct_key: str | None, sender: str) -> str | None:
+    """For a direct chat, the recipient: the member who is not the sender."""
+    if direct_key is None:
+        return None
+    a, b = direct_key.split("\n")
+    return b if a == sender else a
+
+
+def _ensure_direct(txn: Transaction, user: str, user_id: int, peer: str, now_ms: int) -> int:
+    key = _direct_key(user, peer)
+    txn.execute("SELECT id FROM conversations WHERE direct_key = ?", (key,))
+    row = txn.fetchone()
+    if row is not None:
+        return int(row[0])
+    peer_id = _user_ids(txn, [peer])[peer]
+    txn.execute(
+        "INSERT INTO conversations (kind, creator_id, created_ms, direct_key)"
+        " VALUES ('direct', ?, ?, ?) ON CONFLICT (direct_key) DO NOTHING RETURNING id",
+        (user_id, now_ms, key),
+    )
+    row = txn.fetchone()
+    if row is None:  # created by a concurrent transaction that committed first
+        txn.execute("SELECT id FROM conversations WHERE direct_key = ?", (key,))
+        return int(_one(txn)[0])
+    conv_id = int(row[0])
+    txn.execute_many(
+        "INSERT INTO members (conversation_id, user_id, role, joined_ms) VALUES (?, ?, ?, ?)",
+        [(conv_id, uid, "member", now_ms) for uid in sorted({user_id, peer_id})],
+    )
+    return conv_id
+
+
+def _group_exists(txn: Transaction, group_id: int) -> None:
+    txn.execute("SELECT kind FROM conversations WHERE id = ?", (group_id,))
+    row = txn.fetchone()
+    if row is None or row[0] != "group":
+        raise UnknownGroup(group_id)
+
+
+def _lock_group(txn: Transaction, group_id: int) -> str:
+    """Lock the group's row (membership changes and sends serialize on it); its title."""
+    txn.execute(
+        "UPDATE conversations SET next_seq = next_seq WHERE id = ? AND kind = 'group'"
+        " RETURNING title",
+        (group_id,),
+    )
+    row = txn.fetchone()
+    if row is None:
+        raise UnknownGroup(group_id)
+    return str(row[0])
+
+
+def _role(txn: Transaction, conv_id: int, user_id: int) -> str | None:
+    txn.execute("SELECT role FROM members WHERE conversation_id = ? AND user_id = ?",
+                (conv_id, user_id))
+    row = txn.fetchone()
+    return None if row is None else str(row[0])
+
+
+def _require_admin(role: str) -> None:
+    if role not in ("owner", "admin"):
+        raise NotAllowed("only the group's owner or admins may do that")
+
+
+def _append_message(txn: Transaction, draft: Draft) -> Appended:
+    sender_id = _user_id(txn, draft.sender)
+    if draft.client_msg_id is not None:
+        txn.execute(
+            "SELECT m.id, m.conv_seq, m.created_ms, c.kind, c.id FROM messages m"
+            " JOIN conversations c ON c.id = m.conversation_id"
+            " WHERE m.sender_id = ? AND m.client_msg_id = ?",
+            (sender_id, draft.client_msg_id),
+        )
+        row = txn.fetchone()
+        if row is not None:
+            mid, seq, created, kind, cid = row
+            return Appended(int(mid), 0 if kind == "direct" else int(cid), int(seq),
+                            int(created), True, None, ())
+    if draft.group_id == 0:
+        assert draft.to is not None
+        conv_id = _ensure_direct(txn, draft.sender, sender_id, draft.to, draft.now_ms)
+    else:
+        conv_id = draft.group_id
+        _lock_group(txn, conv_id)
+        if _role(txn, conv_id, sender_id) is None:
+            raise NotAMember(conv_id)
+    return _append(txn, conv_id, sender_id, draft.sender, draft.client_msg_id,
+                   draft.content_type, draft.body, draft.mime, draft.sha256, draft.now_ms,
+                   extra=(), to=draft.to)
+
+
+def _append(txn: Transaction, conv_id: int, sender_id: int, sender: str,
+            client_msg_id: bytes | None, content_type: int, body: bytes, mime: str | None,
+            sha256: bytes | None, now_ms: int, *, extra: tuple[tuple[int, str], ...],
+            to: str | None = None) -> Appended:
+    """Insert a message, take its conversation sequence number, and log it to every member
+    (plus ``extra`` users, e.g. those just removed), each with their next user_seq."""
+    txn.execute(
+        "UPDATE conversations SET next_seq = next_seq + 1 WHERE id = ? RETURNING next_seq, kind",
+        (conv_id,),
+    )
+    conv_seq, kind = _one(txn)
+    conv_seq = int(conv_seq)
+    txn.execute(
+        "INSERT INTO messages (conversation_id, conv_seq, sender_id, sender_name, client_msg_id,"
+        " created_ms, content_type, body, mime, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " RETURNING id",
+        (conv_id, conv_seq, sender_id, sender, client_msg_id, now_ms, content_type, body, mime,
+         sha256),
+    )
+    message_id = int(_one(txn)[0])
+    txn.execute(
+        "SELECT u.id, u.name FROM members mb JOIN users u ON u.id = mb.user_id"
+        " WHERE mb.conversation_id = ? ORDER BY u.id",
+        (conv_id,),
+    )
+    members = [(int(uid), str(name)) for uid, name in txn.fetchall()]
+    recipients = []
+    rows = []
+    for uid, name in sorted(set(members) | set(extra)):
+        txn.execute(
+            "UPDATE users SET next_seq = next_seq + 1 WHERE id = ? RETURNING next_seq", (uid,)
+        )
+        user_seq = int(_one(txn)[0])
+        rows.append((uid, user_seq, message_id))
+        recipients.append((name, user_seq))
+    txn.execute_many(
+        "INSERT INTO deliveries (user_id, user_seq, message_id) VALUES (?, ?, ?)", rows
+    )
+    group_id = 0 if kind == "direct" else conv_id
+    entry = LogEntry(group_id, sender, to if kind == "direct" else None, conv_seq, now_ms,
+                     client_msg_id, content_type, body if content_type != 2 else None, mime,
+                     sha256, len(body), message_id)
+    return Appended(message_id, group_id, conv_seq, now_ms, False, entry, tuple(recipients))
+
+
+def _log_entry(row: Sequence[Any]) -> LogEntry:
+    (user_seq, kind, conv_id, direct_key, sender, conv_seq, created, cmid, ctype, body, mime,
+     sha, size, mid) = row
+    return LogEntry(
+        group_id=0 if kind == "direct" else int(conv_id),
+        sender=str(sender),
+        to=_direct_to(direct_key, str(sender)),
+        conv_seq=int(conv_seq),
+        created_ms=int(created),
+        client_msg_id=None if cmid is None else bytes(cmid),
+        content_type=int(ctype),
+        body=None if body is None else bytes(body),
+        mime=mime,
+        sha256=None if sha is None else bytes(sha),
+        size=int(size),
+        message_id=int(mid),
+        user_seq=int(user_seq),
+    )

@@ -1,0 +1,1 @@
+"""The chat server: protocol adapter, login, routing, presence and the twistd tap."""

@@ -1,0 +1,211 @@
+"""The chat server application: accounts, login, sessions; and the twistd service around it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from chatproto.server.chat import ChatHandlers
+from chatproto.server.identity import identity_fingerprint
+from chatproto.server.limits import LimitSettings, LoginLimits
+from chatproto.server.passwords import PasswordHasher, password_policy_error
+from chatproto.server.protocol import ChatServerFactory, ChatServerProtocol
+from chatproto.server.router import LocalRouter, Router
+from chatproto.storage.database import Database
+from chatproto.storage.store import ChatStore, NameTaken
+from chatproto.wire.errors import ErrorCode
+from chatproto.wire.handshake import CredentialsReceived
+
+log = Logger()
+
+#: Names nobody may register: they would impersonate the service in a chat window.
+RESERVED_NAMES = frozenset({"admin", "root", "server", "system", "chatproto"})
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer to a Signin or register."""
+
+    ok: bool
+    code: ErrorCode = ErrorCode.AUTH_FAILED
+    reason: str = ""
+    retry_after_ms: int = 0
+
+
+ACCEPT = Decision(True)
+#: One answer for an unknown user and a wrong password: nothing tells them apart.
+SIGNIN_FAILED = Decision(False, ErrorCode.AUTH_FAILED, "wrong name or password")
+
+
+class ChatServer:
+    """Everything the connections share: identity, store, limits, the router of sessions."""
+
+    def __init__(
+        self,
+        *,
+        reactor: Any,
+        identity: Ed25519PrivateKey,
+        store: ChatStore,
+        hasher: PasswordHasher,
+        limits: LimitSettings | None = None,
+        router: Router | None = None,
+    ) -> None:
+        self.clock = reactor
+        self.identity = identity
+        self.fingerprint = identity_fingerprint(identity)
+        self.store = store
+        self.hasher = hasher
+        self.limits = limits or LimitSettings()
+        self.login_limits = LoginLimits(self.clock.seconds, self.limits)
+        self.router = router or LocalRouter()
+        self.connections_per_ip: Counter[str] = Counter()
+        self.handshakes = 0
+        self.errors: Counter[str] = Counter()
+        self.chat = ChatHandlers(self)
+
+    def now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    def metrics_error(self, code: ErrorCode) -> None:
+        self.errors[code.name] += 1
+
+    # --- connections ---------------------------------------------------------------------------
+
+    def connection_opened(self, conn: ChatServerProtocol) -> str | None:
+        """Count a new connection; a reason string means refuse it."""
+        conn.handlers = self.chat.for_connection(conn)
+        self.connections_per_ip[conn.ip] += 1
+        self.handshakes += 1
+        if self.handshakes > self.limits.max_handshakes:
+            return "too many handshakes in progress; try again soon"
+        if self.connections_per_ip[conn.ip] > self.limits.max_connections_per_ip:
+            return "too many connections from your address"
+        return None
+
+    def connection_closed(self, conn: ChatServerProtocol) -> None:
+        self.connections_per_ip[conn.ip] -= 1
+        if self.connections_per_ip[conn.ip] <= 0:
+            del self.connections_per_ip[conn.ip]
+        if conn.session is None:
+            self.handshakes -= 1
+        elif conn.name is not None:
+            self.chat.session_ended(conn)
+
+    # --- the handshake decisions ---------------------------------------------------------------
+
+    def authenticate(self, creds: CredentialsReceived, ip: str) -> Deferred[Decision]:
+        if creds.register:
+            return defer.ensureDeferred(self._register(creds, ip))
+        return defer.ensureDeferred(self._signin(creds, ip))
+
+    async def _signin(self, creds: CredentialsReceived, ip: str) -> Decision:
+        user = await self.store.get_user(creds.name)
+        phc = await self.store.get_password_hash(creds.name) if user is not None else None
+        wait = self.login_limits.signin_retry_after(
+            creds.name, ip, user.last_login_ip if user is not None else None
+        )
+        if wait > 0:
+            return Decision(False, ErrorCode.TRY_LATER, "too many failed sign-ins; try later",
+                            int(wait * 1000) + 1)
+        if not await self.hasher.verify(creds.password, phc):
+            self.login_limits.signin_failed(creds.name, ip)
+            return SIGNIN_FAILED
+        self.login_limits.signin_succeeded(creds.name)
+        return ACCEPT
+
+    async def _register(self, creds: CredentialsReceived, ip: str) -> Decision:
+        wait = self.login_limits.registrations.retry_after(ip)
+        if wait > 0:
+            return Decision(False, ErrorCode.TRY_LATER, "too many registrations; try later",
+                            int(wait * 1000) + 1)
+        if creds.name in RESERVED_NAMES:
+            return Decision(False, ErrorCode.INVALID_NAME, "that name is reserved")
+        problem = password_policy_error(creds.password)
+        if problem is not None:
+            return Decision(False, ErrorCode.INVALID_PASSWORD, problem)
+        phc = await self.hasher.hash(creds.password)
+        try:
+            await self.store.create_user(creds.name, phc, self.now_ms())
+        except NameTaken:
+            return Decision(False, ErrorCode.NAME_TAKEN, "that name is taken")
+        self.login_limits.registrations.hit(ip)
+        log.info("registered {name} from {ip}", name=creds.name, ip=ip)
+        return ACCEPT
+
+    def login(self, conn: ChatServerProtocol) -> Deferred[None]:
+        """The test message verified: record the login, then the session starts."""
+        assert conn.name is not None
+        return self.store.record_login(conn.name, conn.ip, self.now_ms())
+
+    def session_started(self, conn: ChatServerProtocol) -> None:
+        self.handshakes -= 1
+        log.info("{name} signed in from {ip}", name=conn.name, ip=conn.ip)
+        self.chat.session_started(conn)
+
+    def quit(self, conn: ChatServerProtocol) -> Deferred[None]:
+        """Quit: the user goes offline now (later messages are stored), last seen recorded."""
+        return self.chat.session_ended(conn)
+
+
+class ChatService(service.MultiService):
+    """Opens the database in startService, then starts the listeners.
+
+    Args:
+        reactor: the reactor.
+        database: the (not yet started) database.
+        identity: the server identity key.
+        endpoints: the server endpoints to listen on.
+        hasher: the Argon2id hasher.
+        limits: the limits.
+    """
+
+    def __init__(self, reactor: Any, database: Database, identity: Ed25519PrivateKey,
+                 endpoints: list[Any], hasher: PasswordHasher, limits: LimitSettings) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.database = database
+        self.hasher = hasher
+        self.server = ChatServer(reactor=reactor, identity=identity,
+                                 store=ChatStore(database), hasher=hasher, limits=limits)
+        self.factory = ChatServerFactory(self.server)
+        self.listeners = [StreamServerEndpointService(ep, self.factory) for ep in endpoints]
+        for listener in self.listeners:
+            listener._raiseSynchronously = True
+        self.ready: Deferred[None] = Deferred()
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        log.info("server identity fingerprint: {fp}", fp=self.server.fingerprint)
+        self.hasher.start()
+        d = self.database.start()
+
+        def listen(_: object) -> None:
+            log.info("database ready: {db}", db=self.database.engine.describe())
+            for listener in self.listeners:
+                listener.setServiceParent(self)
+
+        def fatal(f: Any) -> None:
+            log.failure("could not start the chat server", f)
+            self.reactor.stop()
+            self.ready.errback(f)
+
+        d.addCallback(listen)
+        d.addCallbacks(lambda _: self.ready.callback(None), fatal)
+
+    def stopService(self) -> Deferred[None]:
+        d = defer.maybeDeferred(super().stopService)
+
+        def close(_: object) -> None:
+            self.hasher.stop()
+            self.database.close()
+
+        d.addBoth(close)
+        return d
