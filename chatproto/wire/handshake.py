@@ -51,6 +51,8 @@ DEFAULT_MAX_ATTEMPTS = 5
 Random = Callable[[int], bytes]
 Padding = Callable[[int], int]
 
+_DEFAULT_PADDING = pad_to_block(16)
+
 
 def _raw_public(key: X25519PrivateKey | Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -212,7 +214,7 @@ class ClientHandshake(_Machine):
         padding: the frame padding policy.
     """
 
-    def __init__(self, *, rng: Random = os.urandom, padding: Padding = pad_to_block(16)) -> None:
+    def __init__(self, *, rng: Random = os.urandom, padding: Padding = _DEFAULT_PADDING) -> None:
         super().__init__(padding)
         self._rng = rng
         self.state = ClientState.START
@@ -390,7 +392,7 @@ class ServerHandshake(_Machine):
         identity: Ed25519PrivateKey,
         *,
         rng: Random = os.urandom,
-        padding: Padding = pad_to_block(16),
+        padding: Padding = _DEFAULT_PADDING,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> None:
         super().__init__(padding)
@@ -520,7 +522,7 @@ class ServerHandshake(_Machine):
     def _hello_error(self) -> HandshakeFailed:
         # Sent under the handshake keys: the client may not hold the same session keys.
         reason = "the encrypted test message did not verify; sign in again"
-        self._send(m.HelloError(ErrorCode.HELLO_ERROR, reason), record=False)
+        self._send(m.HelloError(int(ErrorCode.HELLO_ERROR), reason), record=False)
         self._session_keys = None
         self.state = ServerState.FAILED
         return HandshakeFailed(ErrorCode.HELLO_ERROR, reason)

@@ -16,7 +16,7 @@ import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar, dataclass_transform
 
 import msgpack
 
@@ -137,7 +137,10 @@ class Text(FieldSpec):
     def check(self, value: Any, where: str) -> Any:
         if type(value) is not str:
             raise _bad(where, "expected a string")
-        size = len(value.encode("utf-8", "surrogatepass"))
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:  # lone surrogates: not encodable as MessagePack str
+            raise _bad(where, "expected valid UTF-8") from None
         if not self.min_bytes <= size <= self.max_bytes:
             raise _bad(where, f"expected {self.min_bytes} to {self.max_bytes} bytes of UTF-8")
         return value
@@ -228,7 +231,8 @@ class Record:
         hints = typing.get_type_hints(cls, include_extras=True)
         specs = []
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            meta = [m for m in getattr(hints[f.name], "__metadata__", ()) if isinstance(m, FieldSpec)]
+            metadata = getattr(hints[f.name], "__metadata__", ())
+            meta = [m for m in metadata if isinstance(m, FieldSpec)]
             if len(meta) != 1:
                 raise TypeError(f"{cls.__name__}.{f.name} needs exactly one FieldSpec")
             specs.append((f.name, meta[0]))
@@ -261,6 +265,7 @@ def _to_wire(value: Any, spec: FieldSpec) -> Any:
     return value
 
 
+@dataclass_transform(frozen_default=True)
 def record(cls: type[R]) -> type[R]:
     """Class decorator: a frozen, slotted dataclass whose field specs are bound."""
     klass = dataclass(frozen=True, slots=True)(cls)
@@ -277,6 +282,7 @@ class Message(Record):
 MESSAGE_TYPES: dict[int, type[Message]] = {}
 
 
+@dataclass_transform(frozen_default=True)
 def message(type_number: int) -> Callable[[type[R]], type[R]]:
     """Class decorator registering a message type under its number."""
 
