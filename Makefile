@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 LISTEN ?= tcp:7777:interface=127.0.0.1
 FUZZ_INPUTS ?= 1000000
 
-.PHONY: run test lint fuzz clean
+.PHONY: run test lint fuzz clean bench bench-full
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +32,16 @@ fuzz: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Benchmarks against the baseline relay (benchmarks/README.md): short (< 5 min) and full.
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]' --config-settings editable_mode=compat
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.run
+
+bench-full: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.run --full

@@ -6,9 +6,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +65,47 @@ def require_postgres() -> str:
 def require_redis() -> None:
     if not redis_available():
         _missing("Redis at {}:{}".format(*REDIS_ADDR))
+
+
+class PgSchema:
+    """A fresh PostgreSQL schema; ``uri`` connects with it as search_path."""
+
+    def __init__(self, dsn: str) -> None:
+        import psycopg2
+
+        self.dsn = dsn
+        self.name = "t_" + uuid.uuid4().hex[:16]
+        conn = psycopg2.connect(dsn)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE SCHEMA "{self.name}"')
+        conn.close()
+        sep = "&" if "?" in dsn else "?"
+        self.uri = f"{dsn}{sep}options=-csearch_path%3D{self.name}"
+
+    def drop(self) -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(self.dsn)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'DROP SCHEMA IF EXISTS "{self.name}" CASCADE')
+        conn.close()
+
+
+#: pytest params for fixtures that run a test on each database backend.
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@contextlib.contextmanager
+def empty_database_uri(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A URI of an empty database: a SQLite file in ``tmp_path``, or a fresh PostgreSQL
+    schema (dropped afterwards; skipped if PostgreSQL is absent, unless CI is set)."""
+    if backend == "sqlite":
+        yield f"sqlite:{tmp_path / 'chat.db'}"
+        return
+    schema = PgSchema(require_postgres())
+    try:
+        yield schema.uri
+    finally:
+        schema.drop()

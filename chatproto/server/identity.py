@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -35,10 +36,24 @@ def load_or_create_identity(path: str) -> Ed25519PrivateKey:
         with os.fdopen(fd, "wb") as f:
             f.write(pem)
         return key
+    return _parse(path, data)
+
+
+def load_identity(path: str) -> Ed25519PrivateKey:
+    """Load the identity key at ``path``; IdentityError if it is missing or unusable."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise IdentityError(f"{path}: {e.strerror}") from None
+    return _parse(path, data)
+
+
+def _parse(path: str, data: bytes) -> Ed25519PrivateKey:
     try:
         loaded = load_pem_private_key(data, password=None)
-    except ValueError as e:
-        raise IdentityError(f"{path}: not a PEM private key ({e})") from None
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise IdentityError(f"{path}: not an unencrypted PEM private key ({e})") from None
     if not isinstance(loaded, Ed25519PrivateKey):
         raise IdentityError(f"{path}: not an Ed25519 key")
     return loaded

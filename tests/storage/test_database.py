@@ -128,20 +128,24 @@ def test_run_interaction_requires_start() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_migrations_apply_once(database_uri: str) -> None:
+    """Every numbered schema file is applied once and recorded; a second start is a no-op."""
+    schema_dir = Path(__file__).resolve().parents[2] / "chatproto" / "storage" / "schema"
+    expected = sorted({int(p.name[:3]) for p in schema_dir.glob("[0-9][0-9][0-9]_*.sql*")})
+    assert expected[:2] == [1, 2]
     db = Database.from_uri(database_uri)
     await db.start()
     try:
-        assert await db.run_interaction("v", _versions) == [1]
+        assert await db.run_interaction("v", _versions) == expected
         for table in TABLES:
             assert await db.run_interaction("count", _count, table) == 0
         await db.start()  # starting again is a no-op
-        assert await db.run_interaction("v", _versions) == [1]
+        assert await db.run_interaction("v", _versions) == expected
     finally:
         db.close()
     db2 = Database.from_uri(database_uri)
     await db2.start()
     try:
-        assert await db2.run_interaction("v", _versions) == [1]
+        assert await db2.run_interaction("v", _versions) == expected
     finally:
         db2.close()
 

@@ -1,0 +1,179 @@
+"""``twistd chatserver``: command-line options and the service they build.
+
+Run ``twistd -n chatserver --help`` for every option. Examples::
+
+    twistd -n chatserver --listen tcp:7777:interface=127.0.0.1
+    twistd -n chatserver --listen ssl:7443:privateKey=key.pem:certKey=cert.pem \\
+        --database postgresql://chat@db/chat
+    twistd -n chatserver --fingerprint    # print the identity fingerprint clients pin
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
+
+from twisted.internet import endpoints
+from twisted.python import usage
+
+from chatproto.server.identity import (
+    IdentityError,
+    identity_fingerprint,
+    load_or_create_identity,
+)
+from chatproto.server.limits import LimitSettings
+from chatproto.server.passwords import Argon2Parameters, PasswordHasher
+from chatproto.server.service import ChatService
+from chatproto.storage.database import Database
+
+DEFAULT_LISTEN = "tcp:7777:interface=127.0.0.1"
+DEFAULT_DATABASE = "sqlite:chatserver.db"
+DEFAULT_IDENTITY = "chatserver.key"
+
+#: OWASP's minimum Argon2id cost; lower values need --insecure-fast-hashing.
+MIN_ARGON2 = Argon2Parameters()
+
+
+def _positive(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    def coerce(value: str) -> Any:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not {what}")
+        if not number > 0 or number != number or number == float("inf"):
+            raise ValueError(f"{value!r} is not {what}")
+        return number
+
+    coerce.coerceDoc = f"Must be {what}."  # type: ignore[attr-defined]
+    return coerce
+
+
+positive_int = _positive(int, "a positive integer")
+positive_float = _positive(float, "a positive number")
+
+_LIMIT_HELP = {
+    "handshake_timeout": "Seconds a client has to complete the login handshake.",
+    "idle_timeout": "Seconds of silence allowed during the handshake.",
+    "max_handshakes": "Handshakes in progress at once (more connections are refused).",
+    "max_connections_per_ip": "Connections at once from one IP address.",
+    "max_attempts": "Rejected sign-in/register attempts per connection before it is closed.",
+    "account_failures": "Failed sign-ins per account per --account-window "
+                        "(not applied from the account's last successful IP).",
+    "account_window": "Seconds of the per-account failed sign-in window.",
+    "ip_failures": "Failed sign-ins per IP address per --ip-window.",
+    "ip_window": "Seconds of the per-IP failed sign-in window.",
+    "registrations_per_ip": "Accounts registered per IP address per --registration-window.",
+    "registration_window": "Seconds of the per-IP registration window.",
+    "ping_interval": "Seconds between pings to a signed-in client.",
+    "ping_timeout": "Seconds a client has to answer a ping before it is disconnected.",
+    "max_image_bytes": "Largest image a client may send (bytes).",
+}
+
+
+def _limit_parameters() -> list[list[Any]]:
+    defaults = LimitSettings()
+    params: list[list[Any]] = []
+    for f in fields(LimitSettings):
+        coerce = positive_int if f.type in (int, "int") else positive_float
+        params.append([f.name.replace("_", "-"), None, getattr(defaults, f.name),
+                       _LIMIT_HELP[f.name], coerce])
+    return params
+
+
+class Options(usage.Options):
+    """The options of ``twistd chatserver``."""
+
+    synopsis = "[options]"
+    longdesc = ("An encrypted chat server. Every option has a safe default; the server "
+                "listens on " + DEFAULT_LISTEN + " unless --listen is given.")
+
+    optFlags = [
+        ["fingerprint", None,
+         "Print the server identity fingerprint (creating the key if needed) and exit."],
+        ["insecure-fast-hashing", None,
+         "TESTS ONLY: allow Argon2id parameters below the OWASP minimum "
+         f"(m={MIN_ARGON2.memory_kib}, t={MIN_ARGON2.iterations}, p={MIN_ARGON2.lanes}). "
+         "Never use it in production: weak hashes make stolen databases easy to crack."],
+    ]
+
+    optParameters: list[list[Any]] = [
+        ["database", None, DEFAULT_DATABASE,
+         "Database URI: sqlite:PATH or postgresql://user@host/dbname."],
+        ["identity", None, DEFAULT_IDENTITY,
+         "The server's Ed25519 identity key file (PEM); created with mode 0600 if missing."],
+        ["argon2-memory-kib", None, MIN_ARGON2.memory_kib,
+         "Argon2id memory cost in KiB.", positive_int],
+        ["argon2-iterations", None, MIN_ARGON2.iterations,
+         "Argon2id iterations (time cost).", positive_int],
+        ["argon2-lanes", None, MIN_ARGON2.lanes, "Argon2id lanes (parallelism).", positive_int],
+        ["argon2-threads", None, 2,
+         "Password hashes computed at once (threads); more requests wait.", positive_int],
+        *_limit_parameters(),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        self["listen"].append(description)
+
+    opt_listen.__doc__ = (
+        "Listen on this endpoint: a strports string such as tcp:7777:interface=127.0.0.1 or "
+        "ssl:7443:privateKey=key.pem:certKey=cert.pem. Repeat for several endpoints. "
+        f"Default: {DEFAULT_LISTEN}."
+    )
+
+    def postOptions(self) -> None:
+        if not self["listen"]:
+            self["listen"] = [DEFAULT_LISTEN]
+        params = self.argon2_parameters()
+        if params.memory_kib < 8 * params.lanes:
+            raise usage.UsageError("--argon2-memory-kib must be at least 8 x --argon2-lanes")
+        weak = (params.memory_kib < MIN_ARGON2.memory_kib
+                or params.iterations < MIN_ARGON2.iterations)
+        if weak and not self["insecure-fast-hashing"]:
+            raise usage.UsageError(
+                f"Argon2id parameters below the OWASP minimum (m={MIN_ARGON2.memory_kib}, "
+                f"t={MIN_ARGON2.iterations}, p={MIN_ARGON2.lanes}) need "
+                "--insecure-fast-hashing (tests only)"
+            )
+        if self["fingerprint"]:
+            try:
+                key = load_or_create_identity(self["identity"])
+            except (IdentityError, OSError) as e:
+                raise usage.UsageError(str(e))
+            print(identity_fingerprint(key))
+            raise SystemExit(0)
+
+    def argon2_parameters(self) -> Argon2Parameters:
+        return Argon2Parameters(
+            memory_kib=self["argon2-memory-kib"],
+            iterations=self["argon2-iterations"],
+            lanes=self["argon2-lanes"],
+        )
+
+    def limit_settings(self) -> LimitSettings:
+        return LimitSettings(**{
+            f.name: self[f.name.replace("_", "-")] for f in fields(LimitSettings)
+        })
+
+
+def makeService(options: Options) -> ChatService:
+    """The chat service for parsed options (the database opens when the service starts)."""
+    from twisted.internet import reactor
+
+    try:
+        identity = load_or_create_identity(options["identity"])
+    except (IdentityError, OSError) as e:
+        sys.exit(f"chatserver: {e}")
+    try:
+        database = Database.from_uri(options["database"])
+    except ValueError as e:
+        sys.exit(f"chatserver: {e}")
+    listeners = [endpoints.serverFromString(reactor, s) for s in options["listen"]]
+    hasher = PasswordHasher(reactor, options.argon2_parameters(), options["argon2-threads"])
+    return ChatService(reactor, database, identity, listeners, hasher,
+                       options.limit_settings())

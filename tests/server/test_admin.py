@@ -1,0 +1,146 @@
+"""``chatproto-admin``: account management against a temporary SQLite database."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+
+from chatproto.server import admin
+from chatproto.server.identity import identity_fingerprint, load_or_create_identity
+from chatproto.server.passwords import verify_password
+from chatproto.storage.database import Database
+from chatproto.storage.store import ChatStore
+from tests.server.conftest import FAST
+
+PASSWORD = "correct horse battery"
+
+
+async def run(*argv: str, stdin: str = "") -> tuple[int, str]:
+    """Parse and run one command in-process; returns (exit code, stdout)."""
+    from twisted.internet import reactor
+
+    args = admin.build_parser().parse_args(list(argv))
+    out = io.StringIO()
+    try:
+        code = await admin.run(reactor, args, stdin=io.StringIO(stdin), stdout=out, params=FAST)
+    except admin.AdminError as e:
+        return admin.FAILED, str(e)
+    return code, out.getvalue()
+
+
+async def stored_hash(uri: str, name: str) -> str | None:
+    db = Database.from_uri(uri)
+    await db.start()
+    try:
+        return await ChatStore(db).get_password_hash(name)
+    finally:
+        db.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_add_list_reset_delete(sqlite_uri: str, tmp_path: Path) -> None:
+    """add-user creates a verifiable account; list-users shows it (no hash); reset-password
+    changes the hash; delete-user removes it. The password is never printed."""
+    code, out = await run("add-user", "alice", "--database", sqlite_uri, "--password-stdin",
+                          stdin=PASSWORD + "\n")
+    assert code == 0 and PASSWORD not in out
+    phc = await stored_hash(sqlite_uri, "alice")
+    assert phc is not None and verify_password(PASSWORD, phc)
+
+    code, out = await run("list-users", "--database", sqlite_uri)
+    assert code == 0 and out.startswith("alice\t") and "$argon2" not in out
+
+    pwfile = tmp_path / "pw"
+    pwfile.write_text("a new long password\n")
+    code, out = await run("reset-password", "alice", "--database", sqlite_uri,
+                          "--password-file", str(pwfile))
+    assert code == 0 and "a new long password" not in out
+    phc = await stored_hash(sqlite_uri, "alice")
+    assert phc is not None and verify_password("a new long password", phc)
+    assert not verify_password(PASSWORD, phc)
+
+    code, _ = await run("delete-user", "alice", "--database", sqlite_uri)
+    assert code == 0
+    assert await stored_hash(sqlite_uri, "alice") is None
+    code, out = await run("list-users", "--database", sqlite_uri)
+    assert code == 0 and out == ""
+
+
+@pytest_twisted.ensureDeferred
+async def test_failures(sqlite_uri: str) -> None:
+    """An existing user, an unknown user, a weak password or an invalid name fail (code 1)."""
+    assert (await run("add-user", "bob", "--database", sqlite_uri, "--password-stdin",
+                      stdin=PASSWORD))[0] == 0
+    code, msg = await run("add-user", "bob", "--database", sqlite_uri, "--password-stdin",
+                          stdin=PASSWORD)
+    assert code == 1 and "exists" in msg
+    code, msg = await run("reset-password", "nobody", "--database", sqlite_uri,
+                          "--password-stdin", stdin=PASSWORD)
+    assert code == 1 and "no such user" in msg
+    code, msg = await run("delete-user", "nobody", "--database", sqlite_uri)
+    assert code == 1 and "no such user" in msg
+    code, msg = await run("add-user", "carol", "--database", sqlite_uri, "--password-stdin",
+                          stdin="short")
+    assert code == 1 and "characters" in msg and "short" not in msg
+    code, _ = await run("add-user", "Not Valid", "--database", sqlite_uri, "--password-stdin",
+                        stdin=PASSWORD)
+    assert code == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_prompted_password_must_match(sqlite_uri: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a password source the password is prompted twice; a mismatch fails, a match
+    creates the account."""
+    answers = iter([PASSWORD, PASSWORD + "x", PASSWORD, PASSWORD])
+    monkeypatch.setattr(admin.getpass, "getpass", lambda prompt="": next(answers))
+    code, msg = await run("add-user", "dora", "--database", sqlite_uri)
+    assert code == 1 and "do not match" in msg and PASSWORD not in msg
+    code, _ = await run("add-user", "dora", "--database", sqlite_uri)
+    assert code == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_fingerprint(tmp_path: Path) -> None:
+    """fingerprint prints the identity file's fingerprint; a missing file fails."""
+    key = tmp_path / "server.key"
+    expected = identity_fingerprint(load_or_create_identity(str(key)))
+    code, out = await run("fingerprint", "--identity", str(key))
+    assert code == 0 and out.strip() == expected
+    code, _ = await run("fingerprint", "--identity", str(tmp_path / "missing"))
+    assert code == 1
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """No command, an unknown command, or a missing name is a usage error (2)."""
+    assert admin.main([]) == 2
+    assert admin.main(["frobnicate"]) == 2
+    assert admin.main(["add-user"]) == 2
+    assert admin.main(["add-user", "x", "--password-stdin", "--password-file", "f"]) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_console_script_exit_codes(sqlite_uri: str) -> None:
+    """The real command (task.react in a fresh process, production Argon2 cost): 0 on
+    success, 1 for a duplicate, and nothing secret on its output."""
+    cmd = [sys.executable, "-m", "chatproto.server.admin"]
+    ok = subprocess.run([*cmd, "add-user", "erin", "--database", sqlite_uri,
+                         "--password-stdin"], input=PASSWORD + "\n", capture_output=True,
+                        text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    dup = subprocess.run([*cmd, "add-user", "erin", "--database", sqlite_uri,
+                          "--password-stdin"], input=PASSWORD + "\n", capture_output=True,
+                         text=True, timeout=60)
+    assert dup.returncode == 1 and "exists" in dup.stderr
+    listed = subprocess.run([*cmd, "list-users", "--database", sqlite_uri],
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and "erin" in listed.stdout
+    for result in (ok, dup, listed):
+        assert PASSWORD not in result.stdout + result.stderr
+        assert "$argon2" not in result.stdout + result.stderr
