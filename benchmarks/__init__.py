@@ -1,0 +1,1 @@
+"""Benchmark harness: baseline relay, load generator and orchestrator (see benchmarks/README.md)."""
