@@ -715,7 +715,14 @@ class ChatClient:
         return d.addCallback(lambda reply: reply.last_seq)
 
     def quit(self) -> Deferred[None]:
-        """Sign out: send Quit, wait for AckQuit, close and wait for the connection to close."""
+        """Sign out: send Quit, wait for AckQuit, close and wait for the connection to close.
+
+        A cumulative ack still waiting for the end of the reactor turn goes out first, so the
+        server stores this device's cursor before the session ends.
+        """
+        if self._ack_call is not None:
+            self._ack_call.cancel()
+            self._send_ack()
         d = self._request(m.Quit, (m.AckQuit,))
 
         def acked(_: object) -> Deferred[None]:

@@ -39,6 +39,7 @@ class ConnectionHandlers:
     def __init__(self, chat: ChatHandlers, conn: ChatServerProtocol) -> None:
         self.chat = chat
         self.conn = conn
+        self.in_flight: set[Deferred[Any]] = set()
 
     def handle(self, msg: m.Message) -> None:
         handler = self.chat.dispatch.get(type(msg))
@@ -50,6 +51,18 @@ class ConnectionHandlers:
         d = defer.maybeDeferred(handler, self.conn, msg)
         req = getattr(msg, "req", getattr(msg, "ref", 0))
         d.addErrback(self._failed, req if req < 2**32 else 0)
+        if not d.called:
+            self.in_flight.add(d)
+            d.addBoth(self._done, d)
+
+    def _done(self, result: object, d: Deferred[Any]) -> object:
+        self.in_flight.discard(d)
+        return result
+
+    def drain(self) -> Deferred[Any]:
+        """Fires when every request received so far has been handled (Quit waits for it, so
+        an ack sent just before Quit is stored before the session ends)."""
+        return defer.DeferredList(list(self.in_flight), consumeErrors=True)
 
     def _failed(self, f: Failure, req: int) -> None:
         e = f.value
@@ -124,6 +137,7 @@ class DeliveryStream:
     def __init__(self, chat: ChatHandlers, conn: ChatServerProtocol) -> None:
         self.chat = chat
         self.conn = conn
+        self.in_flight: set[Deferred[Any]] = set()
         self.sent_seq = 0
         self.live = False
         self.reading = False

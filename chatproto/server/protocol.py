@@ -214,7 +214,9 @@ class ChatServerProtocol(Protocol):
                         self._pong_deadline.cancel()
                     self._pong_deadline = None
             elif isinstance(msg, m.Quit):
-                self._wait(self.server.quit(self), self._quitted, msg.req)
+                d = self.handlers.drain()
+                d.addCallback(lambda _: self.server.quit(self))
+                self._wait(d, self._quitted, msg.req)
                 return
             else:
                 self.handlers.handle(msg)
