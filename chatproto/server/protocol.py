@@ -94,6 +94,10 @@ class ChatServerProtocol(Protocol):
                 self._run(self.handshake.receive_data(data))
         except RemoteProtocolError as e:
             self._fail(e.code, e.message)
+        except Exception:
+            # Our bug, not the peer's: keep serving everyone else, tell this peer, count it.
+            log.failure("unexpected error handling data from {ip}", ip=self.ip)
+            self._fail(ErrorCode.INTERNAL_ERROR, "internal server error")
 
     # --- output ------------------------------------------------------------------------------
 

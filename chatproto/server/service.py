@@ -107,11 +107,9 @@ class ChatServer:
         return defer.ensureDeferred(self._signin(creds, ip))
 
     async def _signin(self, creds: CredentialsReceived, ip: str) -> Decision:
-        user = await self.store.get_user(creds.name)
-        phc = await self.store.get_password_hash(creds.name) if user is not None else None
-        wait = self.login_limits.signin_retry_after(
-            creds.name, ip, user.last_login_ip if user is not None else None
-        )
+        # The same queries and the same Argon2id work whether or not the user exists.
+        phc, trusted_ip = await self.store.get_login(creds.name)
+        wait = self.login_limits.signin_retry_after(creds.name, ip, trusted_ip)
         if wait > 0:
             return Decision(False, ErrorCode.TRY_LATER, "too many failed sign-ins; try later",
                             int(wait * 1000) + 1)

@@ -78,6 +78,16 @@ class ChatStore:
 
         return self.db.run_interaction("create_user", txn_fn)
 
+    def get_login(self, name: str) -> Deferred[tuple[str | None, str | None]]:
+        """(password hash, last sign-in IP) in one query; (None, None) for an unknown user."""
+
+        def txn_fn(txn: Transaction) -> tuple[str | None, str | None]:
+            txn.execute("SELECT password_hash, last_login_ip FROM users WHERE name = ?", (name,))
+            row = txn.fetchone()
+            return (None, None) if row is None else (str(row[0]), row[1])
+
+        return self.db.run_interaction("get_login", txn_fn)
+
     def get_password_hash(self, name: str) -> Deferred[str | None]:
         def txn_fn(txn: Transaction) -> str | None:
             txn.execute("SELECT password_hash FROM users WHERE name = ?", (name,))

@@ -58,6 +58,12 @@ class MemoryStore:
         entry = self.users.get(name)
         return defer.succeed(None if entry is None else entry[1])
 
+    def get_login(self, name: str) -> Deferred[tuple[str | None, str | None]]:
+        entry = self.users.get(name)
+        if entry is None:
+            return defer.succeed((None, None))
+        return defer.succeed((entry[1], entry[0].last_login_ip))
+
     def record_login(self, name: str, ip: str, now_ms: int) -> Deferred[None]:
         user, phc = self.users[name]
         self.users[name] = (UserRecord(name, user.created_ms, now_ms, ip, now_ms), phc)

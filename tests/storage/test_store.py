@@ -111,3 +111,14 @@ async def test_concurrent_create_same_name(store: ChatStore) -> None:
 async def test_concurrent_create_different_names(store: ChatStore) -> None:
     await defer.gatherResults([store.create_user(f"u{i}", "h", i) for i in range(20)])
     assert await store.count_users() == 20
+
+
+@pytest_twisted.ensureDeferred
+async def test_get_login_returns_hash_and_last_ip(store: ChatStore) -> None:
+    """get_login answers in one query: (None, None) for an unknown user, else the hash and the
+    IP of the last successful sign-in (None before the first)."""
+    assert await store.get_login("alice") == (None, None)
+    await store.create_user("alice", "$argon2id$h", 1)
+    assert await store.get_login("alice") == ("$argon2id$h", None)
+    await store.record_login("alice", "192.0.2.7", 5)
+    assert await store.get_login("alice") == ("$argon2id$h", "192.0.2.7")
