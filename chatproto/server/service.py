@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,9 @@ from chatproto.wire.errors import ErrorCode
 from chatproto.wire.handshake import CredentialsReceived
 
 log = Logger()
+
+#: Seconds a thread may hold the GIL while another waits (CPython's default is 0.005).
+SWITCH_INTERVAL = 0.0005
 
 #: Names nobody may register: they would impersonate the service in a chat window.
 RESERVED_NAMES = frozenset({"admin", "root", "server", "system", "chatproto"})
@@ -181,6 +185,9 @@ class ChatService(service.MultiService):
 
     def startService(self) -> None:
         service.Service.startService(self)
+        # The database threads release the GIL for every SQL statement and must win it back
+        # from the reactor thread; with the default 5 ms switch interval they queue behind it.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         log.info("server identity fingerprint: {fp}", fp=self.server.fingerprint)
         self.hasher.start()
         d = self.database.start()

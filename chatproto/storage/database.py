@@ -468,3 +468,97 @@ def _apply_migration(txn: Transaction, version: int, statements: list[str]) -> b
         (version, int(time.time() * 1000)),
     )
     return True
+
+
+class GroupCommitter:
+    """Group commit: many small writes from many senders share one transaction.
+
+    ``submit`` queues an operation ``fn(txn, *args)``. When no batch is being written, the
+    queue is written at once; while one is, new operations wait and go together in the next
+    transaction, at most ``max_batch`` of them. So an idle server commits each write alone
+    (no added delay) and a busy one amortises the commit over many: the wait is bounded by
+    one transaction, and the batch by ``max_batch``.
+
+    Each operation runs inside its own SAVEPOINT (unless the function is marked
+    ``refuses_before_writing``, i.e. it only refuses before its first write): one that raises
+    one of ``isolated`` (refusals such as an unknown user) or a unique violation is rolled back
+    alone and fails alone; anything else fails the whole batch. Every Deferred fires only
+    after the transaction commits, in submission order (acknowledge after commit).
+    """
+
+    def __init__(self, db: Database, *, max_batch: int = 256,
+                 isolated: tuple[type[BaseException], ...] = ()) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self.isolated = isolated
+        self._queue: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
+        self._writing = False
+        #: Sizes of the batches written so far (for metrics); only the last 1000 kept.
+        self.batch_sizes: list[int] = []
+
+    def submit(self, fn: Callable[Concatenate[Transaction, P], R], *args: P.args,
+               **kwargs: P.kwargs) -> Deferred[R]:
+        if kwargs:
+            raise TypeError("GroupCommitter.submit takes positional arguments only")
+        d: Deferred[R] = Deferred()
+        self._queue.append((fn, args, d))
+        if not self._writing:
+            self._write()
+        return d
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def _write(self) -> None:
+        batch = self._queue[: self.max_batch]
+        del self._queue[: self.max_batch]
+        self._writing = True
+        self.batch_sizes.append(len(batch))
+        del self.batch_sizes[:-1000]
+        ops = [(fn, args) for fn, args, _ in batch]
+        d = self.db.run_interaction("group commit", self._run_batch, ops)
+
+        def committed(results: list[tuple[bool, Any]]) -> None:
+            for (_, _, waiter), (ok, value) in zip(batch, results, strict=True):
+                if ok:
+                    waiter.callback(value)
+                else:
+                    waiter.errback(value)
+
+        def failed(f: Any) -> None:
+            for _, _, waiter in batch:
+                waiter.errback(f)
+
+        def next_batch(_: object) -> None:
+            self._writing = False
+            if self._queue:
+                self._write()
+
+        d.addCallbacks(committed, failed)
+        d.addBoth(next_batch)
+
+    def _run_batch(self, txn: Transaction,
+                   ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[tuple[bool, Any]]:
+        results: list[tuple[bool, Any]] = []
+        for fn, args in ops:
+            if getattr(fn, "refuses_before_writing", False):
+                # Its refusals come before its first write: nothing to roll back.
+                try:
+                    results.append((True, fn(txn, *args)))
+                except self.isolated as e:
+                    results.append((False, e))
+                continue
+            txn.execute("SAVEPOINT op")
+            try:
+                value = fn(txn, *args)
+            except BaseException as e:
+                if not (isinstance(e, self.isolated) or txn.engine.is_unique_violation(e)):
+                    raise
+                txn.execute("ROLLBACK TO SAVEPOINT op")
+                txn.execute("RELEASE SAVEPOINT op")
+                results.append((False, e))
+                continue
+            txn.execute("RELEASE SAVEPOINT op")
+            results.append((True, value))
+        return results

@@ -13,7 +13,7 @@ from typing import Any
 import msgpack
 from twisted.internet.defer import Deferred
 
-from chatproto.storage.database import Database, Transaction
+from chatproto.storage.database import Database, GroupCommitter, Transaction
 
 #: Max names per ``IN (...)`` list (SQLite's old variable limit is 999).
 _IN_CHUNK = 500
@@ -57,8 +57,10 @@ def _user_from_row(row: tuple[Any, ...]) -> UserRecord:
 class ChatStore:
     """High-level storage operations over a started :class:`Database`."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, max_batch: int = 256) -> None:
         self.db = db
+        #: Chat writes (messages, acks, membership changes) share transactions under load.
+        self.writes = GroupCommitter(db, max_batch=max_batch, isolated=(StoreError,))
 
     # -- users ---------------------------------------------------------------
 
@@ -196,7 +198,7 @@ class ChatStore:
         A message whose (sender, client_msg_id) is already stored is not stored again: the
         original's sequence number comes back with ``duplicate`` set.
         """
-        return self.db.run_interaction("append_message", _append_message, draft)
+        return self.writes.submit(_append_message, draft)
 
     def create_group(self, creator: str, names: Sequence[str], title: str,
                      now_ms: int) -> Deferred[Appended]:
@@ -218,10 +220,10 @@ class ChatStore:
                 + [(group_id, uid, "member", now_ms) for uid in ids.values()],
             )
             event = GroupEventRecord(1, creator, tuple(n for n in names), title)
-            return _append(txn, group_id, creator_id, creator, None, 3, event.encode(), None,
-                           None, now_ms, extra=())
+            return _append(txn, group_id, "group", _take_seq(txn, group_id), creator_id, creator,
+                           None, 3, event.encode(), None, None, now_ms, extra=())
 
-        return self.db.run_interaction("create_group", txn_fn)
+        return self.writes.submit(txn_fn)
 
     def change_group(self, actor: str, group_id: int, action: int, names: Sequence[str],
                      title: str | None, now_ms: int) -> Deferred[Appended]:
@@ -267,10 +269,10 @@ class ChatStore:
                 new_title = title
                 txn.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, group_id))
             event = GroupEventRecord(action, actor, event_names, new_title)
-            return _append(txn, group_id, actor_id, actor, None, 3, event.encode(), None, None,
-                           now_ms, extra=removed)
+            return _append(txn, group_id, "group", _take_seq(txn, group_id), actor_id, actor,
+                           None, 3, event.encode(), None, None, now_ms, extra=removed)
 
-        return self.db.run_interaction("change_group", txn_fn)
+        return self.writes.submit(txn_fn)
 
     def read_log(self, user: str, after_seq: int, limit: int) -> Deferred[list[LogEntry]]:
         """The user's deliveries after ``after_seq``, in order (image bodies left out)."""
@@ -357,7 +359,7 @@ class ChatStore:
                 for s, k, cid, seq in txn.fetchall()
             ]
 
-        return self.db.run_interaction("acknowledge", txn_fn)
+        return self.writes.submit(txn_fn)
 
     def history(self, user: str, group_id: int, peer: str | None, before_seq: int,
                 limit: int) -> Deferred[tuple[list[HistoryRow], bool]]:
@@ -677,44 +679,71 @@ def _require_admin(role: str) -> None:
 
 
 def _append_message(txn: Transaction, draft: Draft) -> Appended:
-    sender_id = _user_id(txn, draft.sender)
-    if draft.client_msg_id is not None:
-        txn.execute(
-            "SELECT m.id, m.conv_seq, m.created_ms, c.kind, c.id FROM messages m"
-            " JOIN conversations c ON c.id = m.conversation_id"
-            " WHERE m.sender_id = ? AND m.client_msg_id = ?",
-            (sender_id, draft.client_msg_id),
-        )
-        row = txn.fetchone()
-        if row is not None:
-            mid, seq, created, kind, cid = row
-            return Appended(int(mid), 0 if kind == "direct" else int(cid), int(seq),
-                            int(created), True, None, ())
+    # One statement finds the sender and any earlier message with this client_msg_id.
+    txn.execute(
+        "SELECT u.id, m.id, m.conv_seq, m.created_ms, c.kind, c.id FROM users u"
+        " LEFT JOIN messages m ON m.sender_id = u.id AND m.client_msg_id = ?"
+        " LEFT JOIN conversations c ON c.id = m.conversation_id WHERE u.name = ?",
+        (draft.client_msg_id, draft.sender),
+    )
+    row = txn.fetchone()
+    if row is None:
+        raise UnknownUsers([draft.sender])
+    sender_id, mid, seq, created, kind, cid = row
+    sender_id = int(sender_id)
+    if mid is not None:
+        return Appended(int(mid), 0 if kind == "direct" else int(cid), int(seq), int(created),
+                        True, None, ())
     if draft.group_id == 0:
         assert draft.to is not None
-        conv_id = _ensure_direct(txn, draft.sender, sender_id, draft.to, draft.now_ms)
+        txn.execute(
+            "UPDATE conversations SET next_seq = next_seq + 1 WHERE direct_key = ?"
+            " RETURNING id, next_seq",
+            (_direct_key(draft.sender, draft.to),),
+        )
+        row = txn.fetchone()
+        if row is None:  # the first message of this pair (UnknownUsers before any write)
+            conv_id = _ensure_direct(txn, draft.sender, sender_id, draft.to, draft.now_ms)
+            row = (conv_id, _take_seq(txn, conv_id))
+        conv_id, conv_seq, kind = int(row[0]), int(row[1]), "direct"
     else:
-        conv_id = draft.group_id
-        _lock_group(txn, conv_id)
-        if _role(txn, conv_id, sender_id) is None:
+        conv_id, kind = draft.group_id, "group"
+        # Taking the sequence number locks the group's row, so a membership change cannot
+        # interleave with this send: the message goes to the members of that moment.
+        txn.execute(
+            "UPDATE conversations SET next_seq = next_seq + 1 WHERE id = ? AND kind = 'group'"
+            " AND EXISTS (SELECT 1 FROM members WHERE conversation_id = ? AND user_id = ?)"
+            " RETURNING next_seq",
+            (conv_id, conv_id, sender_id),
+        )
+        row = txn.fetchone()
+        if row is None:
+            _group_exists(txn, conv_id)
             raise NotAMember(conv_id)
-    return _append(txn, conv_id, sender_id, draft.sender, draft.client_msg_id,
+        conv_seq = int(row[0])
+    return _append(txn, conv_id, kind, conv_seq, sender_id, draft.sender, draft.client_msg_id,
                    draft.content_type, draft.body, draft.mime, draft.sha256, draft.now_ms,
                    extra=(), to=draft.to)
 
 
-def _append(txn: Transaction, conv_id: int, sender_id: int, sender: str,
-            client_msg_id: bytes | None, content_type: int, body: bytes, mime: str | None,
-            sha256: bytes | None, now_ms: int, *, extra: tuple[tuple[int, str], ...],
-            to: str | None = None) -> Appended:
-    """Insert a message, take its conversation sequence number, and log it to every member
-    (plus ``extra`` users, e.g. those just removed), each with their next user_seq."""
+# Every refusal above happens before the first write, so a batch needs no savepoint for it.
+_append_message.refuses_before_writing = True  # type: ignore[attr-defined]
+
+
+def _take_seq(txn: Transaction, conv_id: int) -> int:
     txn.execute(
-        "UPDATE conversations SET next_seq = next_seq + 1 WHERE id = ? RETURNING next_seq, kind",
+        "UPDATE conversations SET next_seq = next_seq + 1 WHERE id = ? RETURNING next_seq",
         (conv_id,),
     )
-    conv_seq, kind = _one(txn)
-    conv_seq = int(conv_seq)
+    return int(_one(txn)[0])
+
+
+def _append(txn: Transaction, conv_id: int, kind: str, conv_seq: int, sender_id: int,
+            sender: str, client_msg_id: bytes | None, content_type: int, body: bytes,
+            mime: str | None, sha256: bytes | None, now_ms: int, *,
+            extra: tuple[tuple[int, str], ...], to: str | None = None) -> Appended:
+    """Insert a message that has its conversation sequence number, and log it to every member
+    (plus ``extra`` users, e.g. those just removed), each with their next user_seq."""
     txn.execute(
         "INSERT INTO messages (conversation_id, conv_seq, sender_id, sender_name, client_msg_id,"
         " created_ms, content_type, body, mime, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -723,29 +752,32 @@ def _append(txn: Transaction, conv_id: int, sender_id: int, sender: str,
          sha256),
     )
     message_id = int(_one(txn)[0])
+    # Each member's next log position, all in one statement.
     txn.execute(
-        "SELECT u.id, u.name FROM members mb JOIN users u ON u.id = mb.user_id"
-        " WHERE mb.conversation_id = ? ORDER BY u.id",
+        "UPDATE users SET next_seq = next_seq + 1 WHERE id IN"
+        " (SELECT user_id FROM members WHERE conversation_id = ?) RETURNING id, name, next_seq",
         (conv_id,),
     )
-    members = [(int(uid), str(name)) for uid, name in txn.fetchall()]
-    recipients = []
-    rows = []
-    for uid, name in sorted(set(members) | set(extra)):
-        txn.execute(
-            "UPDATE users SET next_seq = next_seq + 1 WHERE id = ? RETURNING next_seq", (uid,)
-        )
-        user_seq = int(_one(txn)[0])
-        rows.append((uid, user_seq, message_id))
-        recipients.append((name, user_seq))
+    logged = [(int(uid), str(name), int(seq)) for uid, name, seq in txn.fetchall()]
+    members = {uid for uid, _, _ in logged}
+    for uid, name in extra:
+        if uid not in members:
+            txn.execute(
+                "UPDATE users SET next_seq = next_seq + 1 WHERE id = ? RETURNING next_seq",
+                (uid,),
+            )
+            logged.append((uid, name, int(_one(txn)[0])))
+    logged.sort()
     txn.execute_many(
-        "INSERT INTO deliveries (user_id, user_seq, message_id) VALUES (?, ?, ?)", rows
+        "INSERT INTO deliveries (user_id, user_seq, message_id) VALUES (?, ?, ?)",
+        [(uid, seq, message_id) for uid, _, seq in logged],
     )
     group_id = 0 if kind == "direct" else conv_id
     entry = LogEntry(group_id, sender, to if kind == "direct" else None, conv_seq, now_ms,
                      client_msg_id, content_type, body if content_type != 2 else None, mime,
                      sha256, len(body), message_id)
-    return Appended(message_id, group_id, conv_seq, now_ms, False, entry, tuple(recipients))
+    return Appended(message_id, group_id, conv_seq, now_ms, False, entry,
+                    tuple((name, seq) for _, name, seq in logged))
 
 
 def _log_entry(row: Sequence[Any]) -> LogEntry:
