@@ -105,6 +105,9 @@ def split_sql_script(script: str) -> list[str]:
 class Engine:
     """What differs between database backends."""
 
+    #: Suffix of a SELECT that locks the rows it reads until the transaction ends.
+    for_update = ""
+
     #: Short name; also the schema file variant suffix (``001_x.sql.<name>``).
     name: str = ""
     #: Whether ``?`` placeholders must be converted to ``%s``.
@@ -138,6 +141,8 @@ class Engine:
 class SqliteEngine(Engine):
     name = "sqlite"
     converts_placeholders = False
+    #: BEGIN IMMEDIATE already holds the database's write lock.
+    for_update = ""
 
     # Extended result codes (sqlite3 module exposes them since 3.11).
     _UNIQUE_CODES = frozenset({1555, 2067})  # SQLITE_CONSTRAINT_PRIMARYKEY, _UNIQUE
@@ -190,6 +195,8 @@ class SqliteEngine(Engine):
 class PostgresEngine(Engine):
     name = "postgres"
     converts_placeholders = True
+    #: Row locks for counters read and then written back in one transaction.
+    for_update = " FOR UPDATE"
 
     #: Arbitrary key for the migration advisory lock.
     _MIGRATION_LOCK_KEY = 0x63686174  # "chat"
@@ -479,7 +486,10 @@ class GroupCommitter:
     (no added delay) and a busy one amortises the commit over many: the wait is bounded by
     one transaction, and the batch by ``max_batch``.
 
-    Each operation runs inside its own SAVEPOINT (unless the function is marked
+    A function with a ``batch`` attribute is called once for a run of consecutive operations
+    of that function, as ``fn.batch(txn, [args, ...])``, returning ``(ok, value)`` per
+    operation; it must refuse an operation only before writing anything for it.
+    Any other operation runs inside its own SAVEPOINT (unless the function is marked
     ``refuses_before_writing``, i.e. it only refuses before its first write): one that raises
     one of ``isolated`` (refusals such as an unknown user) or a unique violation is rolled back
     alone and fails alone; anything else fails the whole batch. Every Deferred fires only
@@ -541,7 +551,19 @@ class GroupCommitter:
     def _run_batch(self, txn: Transaction,
                    ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[tuple[bool, Any]]:
         results: list[tuple[bool, Any]] = []
-        for fn, args in ops:
+        i = 0
+        while i < len(ops):
+            fn, args = ops[i]
+            batch_fn = getattr(fn, "batch", None)
+            if batch_fn is not None:
+                # Consecutive operations of one kind run as one set-based call.
+                j = i
+                while j < len(ops) and ops[j][0] is fn:
+                    j += 1
+                results.extend(batch_fn(txn, [a for _, a in ops[i:j]]))
+                i = j
+                continue
+            i += 1
             if getattr(fn, "refuses_before_writing", False):
                 # Its refusals come before its first write: nothing to roll back.
                 try:

@@ -730,6 +730,173 @@ def _append_message(txn: Transaction, draft: Draft) -> Appended:
 _append_message.refuses_before_writing = True  # type: ignore[attr-defined]
 
 
+def _select_in(txn: Transaction, sql: str, values: Sequence[Any], suffix: str = "") -> list[
+        tuple[Any, ...]]:
+    """Run ``sql`` (ending in ``IN``) for ``values`` in chunks; all rows."""
+    rows: list[tuple[Any, ...]] = []
+    for i in range(0, len(values), _IN_CHUNK):
+        chunk = list(values[i : i + _IN_CHUNK])
+        marks = ",".join("?" * len(chunk))
+        txn.execute(f"{sql} ({marks}){suffix}", chunk)  # noqa: S608 - placeholders only
+        rows.extend(txn.fetchall())
+    return rows
+
+
+def _append_messages(txn: Transaction, batch: list[tuple[Draft]]) -> list[tuple[bool, Any]]:
+    """Append many messages with a fixed number of statements per batch.
+
+    The counters of every conversation and user involved are read once (locked on
+    PostgreSQL), advanced in Python in submission order, and written back once; messages go
+    in with multi-row INSERTs and deliveries with one executemany. Same results as calling
+    :func:`_append_message` for each draft in turn.
+    """
+    drafts = [args[0] for args in batch]
+    lock = txn.engine.for_update
+    names = sorted({d.sender for d in drafts} | {d.to for d in drafts if d.to is not None})
+    user_ids = {str(n): int(i) for n, i in
+                _select_in(txn, "SELECT name, id FROM users WHERE name IN", names)}
+    pairs = sorted({(user_ids[d.sender], d.client_msg_id) for d in drafts
+                    if d.client_msg_id is not None and d.sender in user_ids})
+    earlier: dict[tuple[int, bytes], tuple[int, int, int, str, int]] = {}
+    for i in range(0, len(pairs), _IN_CHUNK // 2):
+        chunk = pairs[i : i + _IN_CHUNK // 2]
+        values = ",".join(["(?, ?)"] * len(chunk))
+        # A join against VALUES walks the (sender_id, client_msg_id) index on both engines.
+        txn.execute(
+            f"WITH v (s, k) AS (VALUES {values}) SELECT m.sender_id, m.client_msg_id, m.id,"  # noqa: S608
+            " m.conv_seq, m.created_ms, c.kind, c.id FROM v JOIN messages m"
+            " ON m.sender_id = v.s AND m.client_msg_id = v.k"
+            " JOIN conversations c ON c.id = m.conversation_id",
+            [x for pair in chunk for x in pair],
+        )
+        for sid, cmid, mid, seq, created, kind, cid in txn.fetchall():
+            earlier[(int(sid), bytes(cmid))] = (int(mid), int(seq), int(created), str(kind),
+                                                int(cid))
+    keys = sorted({_direct_key(d.sender, d.to) for d in drafts if d.group_id == 0 and d.to})
+    direct = {str(k): int(i) for k, i in _select_in(
+        txn, "SELECT direct_key, id FROM conversations WHERE direct_key IN", keys)}
+    group_ids = sorted({d.group_id for d in drafts if d.group_id != 0})
+    groups = {int(i) for (i,) in _select_in(
+        txn, "SELECT id FROM conversations WHERE kind = 'group' AND id IN", group_ids)}
+    members: dict[int, set[int]] = {}
+    for cid, uid in _select_in(
+            txn, "SELECT conversation_id, user_id FROM members WHERE conversation_id IN",
+            sorted(groups)):
+        members.setdefault(int(cid), set()).add(int(uid))
+
+    results: list[tuple[bool, Any]] = []
+    plan: list[tuple[int, Draft, int, int, int, str, list[int]]] = []  # (index, ...)
+    seen: dict[tuple[int, bytes], int] = {}  # duplicates within this batch: index in plan
+    for draft in drafts:
+        sender_id = user_ids.get(draft.sender)
+        if sender_id is None:
+            results.append((False, UnknownUsers([draft.sender])))
+            continue
+        key = (sender_id, draft.client_msg_id) if draft.client_msg_id is not None else None
+        if key is not None and key in earlier:
+            mid, seq, created, kind, cid = earlier[key]
+            results.append((True, Appended(mid, 0 if kind == "direct" else cid, seq, created,
+                                           True, None, ())))
+            continue
+        if key is not None and key in seen:
+            results.append((True, ("duplicate", seen[key])))
+            continue
+        if draft.group_id == 0:
+            assert draft.to is not None
+            peer_id = user_ids.get(draft.to)
+            if peer_id is None:
+                results.append((False, UnknownUsers([draft.to])))
+                continue
+            dkey = _direct_key(draft.sender, draft.to)
+            if dkey not in direct:  # the first message of this pair
+                direct[dkey] = _ensure_direct(txn, draft.sender, sender_id, draft.to,
+                                              draft.now_ms)
+            conv_id, kind, recipients = direct[dkey], "direct", sorted({sender_id, peer_id})
+        else:
+            conv_id, kind = draft.group_id, "group"
+            if conv_id not in groups:
+                results.append((False, UnknownGroup(conv_id)))
+                continue
+            if sender_id not in members.get(conv_id, ()):
+                results.append((False, NotAMember(conv_id)))
+                continue
+            recipients = sorted(members[conv_id])
+        if key is not None:
+            seen[key] = len(plan)
+        results.append((True, ("planned", len(plan))))
+        plan.append((len(results) - 1, draft, sender_id, conv_id, 0, kind, recipients))
+    if not plan:
+        return [(ok, v) for ok, v in results]
+
+    conv_ids = sorted({p[3] for p in plan})
+    conv_seq = {int(i): int(n) for i, n in _select_in(
+        txn, "SELECT id, next_seq FROM conversations WHERE id IN", conv_ids, lock)}
+    user_list = sorted({uid for p in plan for uid in p[6]})
+    user_seq = {int(i): int(n) for i, n in _select_in(
+        txn, "SELECT id, next_seq FROM users WHERE id IN", user_list, lock)}
+    id_to_name = {v: k for k, v in user_ids.items()}
+    missing = [uid for uid in user_list if uid not in id_to_name]
+    if missing:
+        id_to_name.update({int(i): str(n) for i, n in _select_in(
+            txn, "SELECT id, name FROM users WHERE id IN", missing)})
+
+    rows = []
+    assigned = []
+    for _, draft, sender_id, conv_id, _, _, recipients in plan:
+        conv_seq[conv_id] += 1
+        seqs = []
+        for uid in recipients:
+            user_seq[uid] += 1
+            seqs.append((uid, user_seq[uid]))
+        assigned.append((conv_seq[conv_id], seqs))
+        rows.append((conv_id, conv_seq[conv_id], sender_id, draft.sender, draft.client_msg_id,
+                     draft.now_ms, draft.content_type, draft.body, draft.mime, draft.sha256))
+    message_ids: dict[tuple[int, int], int] = {}
+    for i in range(0, len(rows), 200):
+        chunk = rows[i : i + 200]
+        values = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+        txn.execute(
+            "INSERT INTO messages (conversation_id, conv_seq, sender_id, sender_name,"  # noqa: S608
+            " client_msg_id, created_ms, content_type, body, mime, sha256) VALUES "
+            f"{values} RETURNING id, conversation_id, conv_seq",
+            [v for row in chunk for v in row],
+        )
+        message_ids.update({(int(c), int(q)): int(i) for i, c, q in txn.fetchall()})
+    txn.execute_many("UPDATE conversations SET next_seq = ? WHERE id = ?",
+                     [(n, i) for i, n in conv_seq.items()])
+    txn.execute_many("UPDATE users SET next_seq = ? WHERE id = ?",
+                     [(n, i) for i, n in user_seq.items()])
+    deliveries: list[tuple[int, int, int]] = []
+    appended: list[Appended] = []
+    for (_, draft, _, conv_id, _, kind, _), (seq, seqs) in zip(plan, assigned, strict=True):
+        mid = message_ids[(conv_id, seq)]
+        deliveries.extend((uid, useq, mid) for uid, useq in seqs)
+        group_id = 0 if kind == "direct" else conv_id
+        entry = LogEntry(group_id, draft.sender, draft.to if kind == "direct" else None, seq,
+                         draft.now_ms, draft.client_msg_id, draft.content_type,
+                         draft.body if draft.content_type != 2 else None, draft.mime,
+                         draft.sha256, len(draft.body), mid)
+        appended.append(Appended(mid, group_id, seq, draft.now_ms, False, entry,
+                                 tuple((id_to_name[uid], useq) for uid, useq in seqs)))
+    txn.execute_many("INSERT INTO deliveries (user_id, user_seq, message_id) VALUES (?, ?, ?)",
+                     deliveries)
+    out: list[tuple[bool, Any]] = []
+    for ok, value in results:
+        if ok and isinstance(value, tuple):
+            tag, index = value
+            original = appended[index]
+            if tag == "duplicate":
+                value = Appended(original.message_id, original.group_id, original.conv_seq,
+                                 original.created_ms, True, None, ())
+            else:
+                value = original
+        out.append((ok, value))
+    return out
+
+
+_append_message.batch = _append_messages  # type: ignore[attr-defined]
+
+
 def _take_seq(txn: Transaction, conv_id: int) -> int:
     txn.execute(
         "UPDATE conversations SET next_seq = next_seq + 1 WHERE id = ? RETURNING next_seq",
