@@ -104,3 +104,46 @@ async def test_resend_in_the_same_batch_is_stored_once(store: ChatStore) -> None
     assert [e.body for e in await store.read_log("bob", 0, 10)] == [b"w", b"hi"]
     with pytest.raises(UnknownUsers):
         await store.append_message(Draft("alice", 0, "nobody", None, 1, b"x", None, None, 6))
+
+
+@pytest_twisted.ensureDeferred
+async def test_mixed_batch_refuses_alone_and_keeps_logs_gapless(store: ChatStore) -> None:
+    """One batch mixing valid direct and group sends with an unknown recipient, an unknown
+    group and a non-member: each refusal fails alone, everything else is stored, and every
+    user's log and every conversation's sequence is contiguous and in submission order."""
+    from chatproto.storage.store import NotAMember, UnknownGroup
+
+    for name in ("alice", "bob", "carol", "mallory"):
+        await store.create_user(name, "h", 0)
+    group = await store.create_group("alice", ["bob", "carol"], "g", 1)
+    gid = group.group_id
+
+    def draft(sender: str, to: str | None, gid_: int, n: int) -> Draft:
+        return Draft(sender, gid_, to, n.to_bytes(16, "big"), 1, f"m{n}".encode(), None, None, n)
+
+    ds = [
+        store.append_message(draft("alice", "bob", 0, 1)),
+        store.append_message(draft("alice", "nobody", 0, 2)),
+        store.append_message(draft("bob", None, gid, 3)),
+        store.append_message(draft("mallory", None, gid, 4)),
+        store.append_message(draft("carol", None, gid + 99, 5)),
+        store.append_message(draft("bob", "alice", 0, 6)),
+        store.append_message(draft("carol", None, gid, 7)),
+    ]
+    results = []
+    for d in ds:
+        try:
+            results.append(await d)
+        except Exception as e:  # noqa: BLE001 - the test inspects which one failed
+            results.append(e)
+    assert isinstance(results[1], UnknownUsers) and results[1].names == ("nobody",)
+    assert isinstance(results[3], NotAMember)
+    assert isinstance(results[4], UnknownGroup)
+    assert [r.conv_seq for r in (results[0], results[5])] == [1, 2]  # direct alice<->bob
+    assert [r.conv_seq for r in (results[2], results[6])] == [2, 3]  # after the CREATED event
+    for name, bodies in (("alice", [b"m1", b"m3", b"m6", b"m7"]), ("bob", [b"m1", b"m3", b"m6",
+                                                                           b"m7"]),
+                         ("carol", [b"m3", b"m7"])):
+        log = await store.read_log(name, 0, 100)
+        assert [e.user_seq for e in log] == list(range(1, len(log) + 1))
+        assert [e.body for e in log if e.content_type == 1] == bodies
