@@ -29,8 +29,10 @@ class RequestError(Exception):
     def __init__(self, code: ErrorCode, reason: str, names: tuple[str, ...] = ()) -> None:
         super().__init__(reason)
         self.code = code
-        self.reason = reason
-        self.names = names
+        # The wire allows 1024 bytes of reason and 256 names; a long list of unknown names
+        # must not turn a refusal into an encoding failure.
+        self.reason = reason.encode("utf-8")[:1000].decode("utf-8", "ignore")
+        self.names = names[: m.MAX_NAMES]
 
 
 class ConnectionHandlers:
@@ -299,7 +301,7 @@ class ChatHandlers:
             first = body[: m.MAX_CHUNK_BYTES]
         conn.send(m.Deliver(user_seq, entry.group_id, entry.sender, entry.to, entry.conv_seq,
                             entry.created_ms, entry.client_msg_id, entry.content_type, first,
-                            image))
+                            image), check=False)
         view = memoryview(body)
         for index, offset in enumerate(range(len(first), len(body), m.MAX_CHUNK_BYTES), 1):
             conn.send(m.ImageChunk(user_seq, index, bytes(view[offset:offset + m.MAX_CHUNK_BYTES])))
@@ -311,7 +313,7 @@ class ChatHandlers:
 
         def stored(appended: st.Appended) -> None:
             conn.send(m.SendAck(req, draft.client_msg_id or b"\0" * 16, appended.group_id,
-                                appended.conv_seq, appended.created_ms))
+                                appended.conv_seq, appended.created_ms), check=False)
             if not appended.duplicate:
                 self.fan_out(appended, draft.body)
 

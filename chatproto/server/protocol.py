@@ -101,10 +101,11 @@ class ChatServerProtocol(Protocol):
 
     # --- output ------------------------------------------------------------------------------
 
-    def send(self, msg: m.Message) -> None:
-        """Send one session message (nothing after close)."""
+    def send(self, msg: m.Message, *, check: bool = True) -> None:
+        """Send one session message (nothing after close). ``check=False`` skips re-validating
+        fields that come from already validated values (the relay hot path)."""
         if not self.closed and self.session is not None:
-            self.transport.write(self.session.send(msg))
+            self.transport.write(self.session.send(msg, check=check))
 
     def send_encoded(self, payload: bytes) -> None:
         """Send a message encoded once for many recipients."""

@@ -853,15 +853,15 @@ def _append_messages(txn: Transaction, batch: list[tuple[Draft]]) -> list[tuple[
                      draft.now_ms, draft.content_type, draft.body, draft.mime, draft.sha256))
     message_ids: dict[tuple[int, int], int] = {}
     for i in range(0, len(rows), 200):
-        chunk = rows[i : i + 200]
-        values = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+        message_rows = rows[i : i + 200]
+        values = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(message_rows))
         txn.execute(
             "INSERT INTO messages (conversation_id, conv_seq, sender_id, sender_name,"  # noqa: S608
             " client_msg_id, created_ms, content_type, body, mime, sha256) VALUES "
             f"{values} RETURNING id, conversation_id, conv_seq",
-            [v for row in chunk for v in row],
+            [v for row in message_rows for v in row],
         )
-        message_ids.update({(int(c), int(q)): int(i) for i, c, q in txn.fetchall()})
+        message_ids.update({(int(c), int(q)): int(mid) for mid, c, q in txn.fetchall()})
     txn.execute_many("UPDATE conversations SET next_seq = ? WHERE id = ?",
                      [(n, i) for i, n in conv_seq.items()])
     txn.execute_many("UPDATE users SET next_seq = ? WHERE id = ?",

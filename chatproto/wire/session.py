@@ -32,9 +32,9 @@ class Session:
             return None
         return decode_message(payload)
 
-    def send(self, msg: Message) -> bytes:
-        """The frame bytes carrying one message."""
-        return self._encoder.encode(encode_message(msg))
+    def send(self, msg: Message, *, check: bool = True) -> bytes:
+        """The frame bytes carrying one message (``check``: see :func:`encode_message`)."""
+        return self._encoder.encode(encode_message(msg, check=check))
 
     def send_many(self, msgs: Iterable[Message]) -> bytes:
         """The frame bytes carrying several messages, in order."""

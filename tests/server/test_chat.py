@@ -338,3 +338,17 @@ async def test_large_image_does_not_delay_text_to_another_user(loopback: Loopbac
     assert got.body == b"quick"
     assert not upload.called, "the text had to wait for the whole image"
     await upload
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refusal_naming_many_unknown_users_is_still_a_valid_error(
+        loopback: Loopback) -> None:
+    """CreateGroup with 256 unknown 32-character names is refused with UNKNOWN_USER listing
+    them; the long reason is cut to fit the wire, and the connection stays open."""
+    (alice,) = await users(loopback, "alice")
+    names = [f"{i:03d}" + "x" * 29 for i in range(256)]
+    with pytest.raises(ServerError) as info:
+        await alice.client.create_group(names)
+    assert info.value.code == ErrorCode.UNKNOWN_USER
+    assert len(info.value.names) == 256 and len(info.value.reason.encode()) <= 1024
+    assert (await alice.client.presence()) == ()

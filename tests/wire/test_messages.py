@@ -389,3 +389,18 @@ def test_encode_too_large() -> None:
     page = m.HistoryPage(1, 1, None, (entry,) * 20, False)
     with pytest.raises(LocalProtocolError):
         m.encode_message(page)
+
+
+def test_encode_without_check_skips_field_validation_but_not_the_size_bound() -> None:
+    """check=False encodes an out-of-range field as given (the caller vouches for it), but a
+    message over MAX_MESSAGE_BYTES is still refused."""
+    from chatproto.wire.errors import LocalProtocolError as _Local
+
+    bad = m.Ping(-1)
+    with pytest.raises(_Local):
+        m.encode_message(bad)
+    assert m.decode_message(m.encode_message(m.Ping(7), check=False)) == m.Ping(7)
+    assert m.encode_message(bad, check=False) == b"\x92\x40\xff"
+    huge = m.Deliver(1, 0, "a", "b", 1, 1, None, 1, b"x" * (m.MAX_MESSAGE_BYTES + 1), None)
+    with pytest.raises(_Local):
+        m.encode_message(huge, check=False)
