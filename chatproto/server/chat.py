@@ -238,6 +238,10 @@ class ChatHandlers:
     def for_connection(self, conn: ChatServerProtocol) -> ConnectionHandlers:
         return ConnectionHandlers(self, conn)
 
+    def replaying(self) -> int:
+        """Sessions currently reading their log from the database (metrics)."""
+        return sum(1 for stream in self.streams.values() if stream.reading)
+
     @property
     def store(self) -> st.ChatStore:
         return self.server.store

@@ -105,12 +105,20 @@ class ChatServerProtocol(Protocol):
         """Send one session message (nothing after close). ``check=False`` skips re-validating
         fields that come from already validated values (the relay hot path)."""
         if not self.closed and self.session is not None:
-            self.transport.write(self.session.send(msg, check=check))
+            data = self.session.send(msg, check=check)
+            kind = type(msg).__name__
+            stats = self.server.stats
+            stats.messages_out[kind] += 1
+            stats.bytes_out[kind] += len(data)
+            self.transport.write(data)
 
     def send_encoded(self, payload: bytes) -> None:
         """Send a message encoded once for many recipients."""
         if not self.closed and self.session is not None:
-            self.transport.write(self.session.send_encoded(payload))
+            data = self.session.send_encoded(payload)
+            self.server.stats.messages_out["fan-out"] += 1
+            self.server.stats.bytes_out["fan-out"] += len(data)
+            self.transport.write(data)
 
     def _flush(self) -> None:
         if self.handshake is not None:
@@ -211,6 +219,10 @@ class ChatServerProtocol(Protocol):
             msg = session.next_message()
             if msg is None:
                 return
+            kind = type(msg).__name__
+            stats = self.server.stats
+            stats.messages_in[kind] += 1
+            stats.bytes_in[kind] += session.last_payload_size
             if isinstance(msg, m.Ping):
                 self.send(m.Pong(msg.nonce))
             elif isinstance(msg, m.Pong):

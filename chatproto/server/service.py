@@ -8,15 +8,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client import CollectorRegistry
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.web.server import Site
 
 from chatproto.server.chat import ChatHandlers
 from chatproto.server.identity import identity_fingerprint
 from chatproto.server.limits import LimitSettings, LoginLimits
+from chatproto.server.metrics import ServerStats, StoreObserver, metrics_resource
 from chatproto.server.passwords import PasswordHasher, password_policy_error
 from chatproto.server.protocol import ChatServerFactory, ChatServerProtocol
 from chatproto.server.router import LocalRouter, Router
@@ -72,20 +75,21 @@ class ChatServer:
         self.router = router or LocalRouter()
         self.connections_per_ip: Counter[str] = Counter()
         self.handshakes = 0
-        self.errors: Counter[str] = Counter()
+        self.stats = ServerStats()
         self.chat = ChatHandlers(self)
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
 
     def metrics_error(self, code: ErrorCode) -> None:
-        self.errors[code.name] += 1
+        self.stats.errors[code.name] += 1
 
     # --- connections ---------------------------------------------------------------------------
 
     def connection_opened(self, conn: ChatServerProtocol) -> str | None:
         """Count a new connection; a reason string means refuse it."""
         conn.handlers = self.chat.for_connection(conn)
+        self.stats.connections += 1
         self.connections_per_ip[conn.ip] += 1
         self.handshakes += 1
         if self.handshakes > self.limits.max_handshakes:
@@ -107,8 +111,22 @@ class ChatServer:
 
     def authenticate(self, creds: CredentialsReceived, ip: str) -> Deferred[Decision]:
         if creds.register:
-            return defer.ensureDeferred(self._register(creds, ip))
-        return defer.ensureDeferred(self._signin(creds, ip))
+            d = defer.ensureDeferred(self._register(creds, ip))
+            d.addCallback(self._count, self.stats.registrations, "refused")
+        else:
+            d = defer.ensureDeferred(self._signin(creds, ip))
+            d.addCallback(self._count, self.stats.logins, "failed")
+        return d
+
+    @staticmethod
+    def _count(decision: Decision, counts: Counter[str], refused: str) -> Decision:
+        if decision.ok:
+            counts["ok"] += 1
+        elif decision.code == ErrorCode.TRY_LATER:
+            counts["limited"] += 1
+        else:
+            counts[refused] += 1
+        return decision
 
     async def _signin(self, creds: CredentialsReceived, ip: str) -> Decision:
         # The same queries and the same Argon2id work whether or not the user exists.
@@ -149,6 +167,7 @@ class ChatServer:
 
     def session_started(self, conn: ChatServerProtocol) -> None:
         self.handshakes -= 1
+        self.stats.handshakes_completed += 1
         log.info("{name} signed in from {ip}", name=conn.name, ip=conn.ip)
         self.chat.session_started(conn)
 
@@ -170,7 +189,8 @@ class ChatService(service.MultiService):
     """
 
     def __init__(self, reactor: Any, database: Database, identity: Ed25519PrivateKey,
-                 endpoints: list[Any], hasher: PasswordHasher, limits: LimitSettings) -> None:
+                 endpoints: list[Any], hasher: PasswordHasher, limits: LimitSettings,
+                 metrics_endpoint: Any = None) -> None:
         super().__init__()
         self.reactor = reactor
         self.database = database
@@ -179,6 +199,13 @@ class ChatService(service.MultiService):
                                  store=ChatStore(database), hasher=hasher, limits=limits)
         self.factory = ChatServerFactory(self.server)
         self.listeners = [StreamServerEndpointService(ep, self.factory) for ep in endpoints]
+        if metrics_endpoint is not None:
+            registry = CollectorRegistry()
+            observer = StoreObserver(registry)
+            database.on_transaction = observer.transaction
+            self.server.store.writes.on_batch = observer.batch
+            site = Site(metrics_resource(self.server, registry))
+            self.listeners.append(StreamServerEndpointService(metrics_endpoint, site))
         for listener in self.listeners:
             listener._raiseSynchronously = True
         self.ready: Deferred[None] = Deferred()

@@ -16,6 +16,7 @@ from dataclasses import fields
 from typing import Any
 
 from twisted.internet import endpoints
+from twisted.logger import globalLogPublisher, jsonFileLogObserver
 from twisted.python import usage
 
 from chatproto.server.identity import (
@@ -108,6 +109,11 @@ class Options(usage.Options):
         ["argon2-iterations", None, MIN_ARGON2.iterations,
          "Argon2id iterations (time cost).", positive_int],
         ["argon2-lanes", None, MIN_ARGON2.lanes, "Argon2id lanes (parallelism).", positive_int],
+        ["metrics", None, None,
+         "Serve Prometheus metrics at /metrics on this endpoint, e.g. "
+         "tcp:9100:interface=127.0.0.1 (off by default)."],
+        ["log-json", None, None,
+         "Also write the log as JSON lines (twisted.logger events) to this file."],
         ["argon2-threads", None, 2,
          "Password hashes computed at once (threads); more requests wait.", positive_int],
         *_limit_parameters(),
@@ -174,6 +180,12 @@ def makeService(options: Options) -> ChatService:
     except ValueError as e:
         sys.exit(f"chatserver: {e}")
     listeners = [endpoints.serverFromString(reactor, s) for s in options["listen"]]
+    metrics = (endpoints.serverFromString(reactor, options["metrics"])
+               if options["metrics"] else None)
+    if options["log-json"]:
+        # Kept open for the life of the process, like twistd's own log file.
+        log_file = open(options["log-json"], "a", encoding="utf-8")  # noqa: SIM115
+        globalLogPublisher.addObserver(jsonFileLogObserver(log_file))  # type: ignore[arg-type]
     hasher = PasswordHasher(reactor, options.argon2_parameters(), options["argon2-threads"])
     return ChatService(reactor, database, identity, listeners, hasher,
-                       options.limit_settings())
+                       options.limit_settings(), metrics_endpoint=metrics)

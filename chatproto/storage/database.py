@@ -342,6 +342,8 @@ class Database:
         self.engine = engine
         self._schema_dir = schema_dir if schema_dir is not None else _default_schema_dir()
         self._pool: adbapi.ConnectionPool | None = None
+        #: Called from the pool thread after every transaction with (desc, seconds).
+        self.on_transaction: Callable[[str, float], None] | None = None
 
     @classmethod
     def from_uri(
@@ -423,6 +425,8 @@ class Database:
                 except Exception:  # noqa: S110 - connection may already be gone
                     pass
                 elapsed = time.monotonic() - start
+                if self.on_transaction is not None:
+                    self.on_transaction(desc, elapsed)
                 if elapsed > 1.0:
                     log.warn("[{desc}] took {elapsed:.3f}s", desc=desc, elapsed=elapsed)
 
@@ -503,8 +507,10 @@ class GroupCommitter:
         self.isolated = isolated
         self._queue: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
         self._writing = False
-        #: Sizes of the batches written so far (for metrics); only the last 1000 kept.
+        #: Sizes of the batches written so far; only the last 1000 kept.
         self.batch_sizes: list[int] = []
+        #: Called with each batch's size as it is written (metrics).
+        self.on_batch: Callable[[int], None] | None = None
 
     def submit(self, fn: Callable[Concatenate[Transaction, P], R], *args: P.args,
                **kwargs: P.kwargs) -> Deferred[R]:
@@ -526,6 +532,8 @@ class GroupCommitter:
         self._writing = True
         self.batch_sizes.append(len(batch))
         del self.batch_sizes[:-1000]
+        if self.on_batch is not None:
+            self.on_batch(len(batch))
         ops = [(fn, args) for fn, args, _ in batch]
         d = self.db.run_interaction("group commit", self._run_batch, ops)
 

@@ -20,6 +20,8 @@ class Session:
     def __init__(self, encoder: FrameEncoder, decoder: FrameDecoder) -> None:
         self._encoder = encoder
         self._decoder = decoder
+        #: Size of the payload of the last message returned by next_message.
+        self.last_payload_size = 0
 
     def receive_data(self, data: bytes) -> None:
         """Buffer bytes from the peer, in any split."""
@@ -30,6 +32,7 @@ class Session:
         payload = self._decoder.next_payload()
         if payload is None:
             return None
+        self.last_payload_size = len(payload)
         return decode_message(payload)
 
     def send(self, msg: Message, *, check: bool = True) -> bytes:

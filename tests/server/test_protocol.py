@@ -206,7 +206,7 @@ def test_handshake_deadline() -> None:
     h.clock.advance(0.1)
     assert conn.closing
     assert failed(conn.receive(), ErrorCode.HANDSHAKE_TIMEOUT)
-    assert h.server.errors["HANDSHAKE_TIMEOUT"] == 1
+    assert h.server.stats.errors["HANDSHAKE_TIMEOUT"] == 1
 
 
 def test_idle_timeout_and_its_reset() -> None:

@@ -180,11 +180,12 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 
 class RunningServer:
-    def __init__(self, tmp_path: Path, database: str, listen: str, port: int) -> None:
+    def __init__(self, tmp_path: Path, database: str, listen: str, port: int,
+                 extra: tuple[str, ...] = ()) -> None:
         self.key = tmp_path / "server.key"
         self.log = tmp_path / "server.log"
         args = [TWISTD, "-n", "--pidfile=", "chatserver", "--listen", listen,
-                "--database", database, "--identity", str(self.key), *FAST_ARGS]
+                "--database", database, "--identity", str(self.key), *FAST_ARGS, *extra]
         self.out = open(self.log, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(args, stdout=self.out, stderr=subprocess.STDOUT,
                                      cwd=tmp_path)
@@ -213,10 +214,10 @@ def server_factory(tmp_path: Path) -> Iterator[type]:
     class Factory:
         @staticmethod
         def start(database: str, listen: str | None = None,
-                  port: int | None = None) -> RunningServer:
+                  port: int | None = None, extra: tuple[str, ...] = ()) -> RunningServer:
             port = port or free_port()
             server = RunningServer(tmp_path, database,
-                                   listen or f"tcp:{port}:interface=127.0.0.1", port)
+                                   listen or f"tcp:{port}:interface=127.0.0.1", port, extra)
             started.append(server)
             return server
 
@@ -278,3 +279,38 @@ def test_twistd_help_and_fingerprint(tmp_path: Path) -> None:
                          cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == identity_fingerprint(load_identity(str(key)))
+
+
+@pytest.mark.slow
+def test_twistd_metrics_and_json_log(tmp_path: Path, server_factory: type) -> None:
+    """--metrics serves Prometheus text at /metrics with connection, handshake, login,
+    message, error and store-latency figures; --log-json writes one JSON event per line,
+    without the password."""
+    import json
+    import urllib.request
+
+    metrics_port = free_port()
+    json_log = tmp_path / "events.json"
+    server = server_factory.start(
+        f"sqlite:{tmp_path / 'db'}",
+        extra=("--metrics", f"tcp:{metrics_port}:interface=127.0.0.1",
+               "--log-json", str(json_log)))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        register_and_signin(sock, "sam", PASSWORD)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"\x00\x00\x00\x05junk!")  # a bad Hello: an error by code
+        sock.recv(4096)
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()  # noqa: S310 - loopback
+    for needle in ('chatproto_logins_total{result="ok"} 1.0',
+                   'chatproto_registrations_total{result="ok"} 1.0',
+                   "chatproto_connections_total 3.0",  # the readiness probe is one
+                   "chatproto_handshakes_completed_total 1.0",
+                   'chatproto_errors_total{code="MALFORMED_MESSAGE"} 1.0',
+                   "chatproto_store_transaction_seconds_count",
+                   "chatproto_users_online"):
+        assert needle in text, needle
+    server.stop()
+    events = [json.loads(line) for line in json_log.read_text().splitlines() if line.strip()]
+    assert any("fingerprint" in e.get("log_format", "") for e in events)
+    assert PASSWORD not in json_log.read_text()

@@ -1,0 +1,114 @@
+"""Prometheus metrics: plain counters on the hot paths, turned into metric families on scrape.
+
+The connection and message paths only increment ints in dicts (no locks, no label look-ups);
+:class:`ChatCollector` reads them when Prometheus scrapes ``--metrics``. Database transaction
+latency and group-commit batch sizes are observed from the pool thread into thread-safe
+prometheus_client histograms.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.twisted import MetricsResource
+from twisted.web.resource import Resource
+
+if TYPE_CHECKING:
+    from chatproto.server.service import ChatServer
+
+
+class ServerStats:
+    """Counters the server increments as things happen."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.handshakes_completed = 0
+        self.logins: Counter[str] = Counter()  # ok, failed, limited
+        self.registrations: Counter[str] = Counter()  # ok, refused, limited
+        self.messages_in: Counter[str] = Counter()
+        self.bytes_in: Counter[str] = Counter()
+        self.messages_out: Counter[str] = Counter()
+        self.bytes_out: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+
+
+class StoreObserver:
+    """Histograms the storage layer feeds (safe to call from pool threads)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.transaction_seconds = Histogram(
+            "chatproto_store_transaction_seconds", "Database transaction latency",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "chatproto_store_batch_size", "Writes per group-commit transaction",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=registry,
+        )
+
+    def transaction(self, desc: str, seconds: float) -> None:
+        self.transaction_seconds.observe(seconds)
+
+    def batch(self, size: int) -> None:
+        self.batch_size.observe(size)
+
+
+class ChatCollector:
+    """Reads :class:`ServerStats` and the server's live state at scrape time."""
+
+    def __init__(self, server: ChatServer) -> None:
+        self.server = server
+
+    def collect(self) -> Iterator[Metric]:
+        server = self.server
+        stats = server.stats
+        yield CounterMetricFamily("chatproto_connections", "Connections accepted",
+                                  value=stats.connections)
+        yield GaugeMetricFamily("chatproto_connections_open", "Connections open now",
+                                value=sum(server.connections_per_ip.values()))
+        yield GaugeMetricFamily("chatproto_handshakes_in_progress", "Handshakes in progress",
+                                value=server.handshakes)
+        yield CounterMetricFamily("chatproto_handshakes_completed",
+                                  "Handshakes that reached Hello done",
+                                  value=stats.handshakes_completed)
+        yield GaugeMetricFamily("chatproto_users_online", "Users with at least one session",
+                                value=server.router.online_count())
+        yield _labelled("chatproto_logins", "Sign-in answers by result", "result", stats.logins)
+        yield _labelled("chatproto_registrations", "Registration answers by result", "result",
+                        stats.registrations)
+        yield _labelled("chatproto_messages_in", "Messages received by type", "type",
+                        stats.messages_in)
+        yield _labelled("chatproto_bytes_in", "Frame payload bytes received by type", "type",
+                        stats.bytes_in)
+        yield _labelled("chatproto_messages_out", "Messages sent by type", "type",
+                        stats.messages_out)
+        yield _labelled("chatproto_bytes_out", "Frame bytes sent by type", "type",
+                        stats.bytes_out)
+        yield _labelled("chatproto_errors", "Errors sent to peers, by code", "code",
+                        stats.errors)
+        yield GaugeMetricFamily("chatproto_store_write_queue",
+                                "Writes waiting for the next group commit",
+                                value=server.store.writes.queued)
+        yield GaugeMetricFamily("chatproto_delivery_replays",
+                                "Sessions replaying their log from the database",
+                                value=server.chat.replaying())
+
+
+def _labelled(name: str, doc: str, label: str, counts: Counter[str]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, value in sorted(counts.items()):
+        family.add_metric([key], value)
+    return family
+
+
+def metrics_resource(server: ChatServer, registry: CollectorRegistry) -> Resource:
+    """A web root serving the registry at ``/metrics``."""
+    registry.register(ChatCollector(server))
+    root = Resource()
+    root.putChild(b"metrics", MetricsResource(registry=registry))  # type: ignore[arg-type]  # zope interface
+    return root
