@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CollectorRegistry
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.server import Site
@@ -30,6 +30,8 @@ from chatproto.wire.handshake import CredentialsReceived
 
 log = Logger()
 
+#: How often the archive retention runs (seconds).
+PRUNE_INTERVAL = 3600.0
 #: Seconds a thread may hold the GIL while another waits (CPython's default is 0.005).
 SWITCH_INTERVAL = 0.0005
 
@@ -190,8 +192,13 @@ class ChatService(service.MultiService):
 
     def __init__(self, reactor: Any, database: Database, identity: Ed25519PrivateKey,
                  endpoints: list[Any], hasher: PasswordHasher, limits: LimitSettings,
-                 metrics_endpoint: Any = None) -> None:
+                 metrics_endpoint: Any = None, retention_days: float = 0) -> None:
         super().__init__()
+        self.retention_days = retention_days
+        self._pruning: task.LoopingCall | None = None
+        #: The most recent prune (tests wait for it), and how many each run deleted.
+        self.last_prune: Deferred[int] | None = None
+        self.pruned: list[int] = []
         self.reactor = reactor
         self.database = database
         self.hasher = hasher
@@ -223,6 +230,10 @@ class ChatService(service.MultiService):
             log.info("database ready: {db}", db=self.database.engine.describe())
             for listener in self.listeners:
                 listener.setServiceParent(self)
+            if self.retention_days > 0:
+                self._pruning = task.LoopingCall(self.prune_archive)
+                self._pruning.clock = self.reactor
+                self._pruning.start(PRUNE_INTERVAL, now=True)
 
         def fatal(f: Any) -> None:
             log.failure("could not start the chat server", f)
@@ -232,7 +243,27 @@ class ChatService(service.MultiService):
         d.addCallback(listen)
         d.addCallbacks(lambda _: self.ready.callback(None), fatal)
 
+    def prune_archive(self) -> Deferred[int]:
+        """Delete archived messages older than the retention period (already delivered)."""
+        cutoff = self.server.now_ms() - int(self.retention_days * 86_400_000)
+        d = self.server.store.prune_archive(cutoff)
+        self.last_prune = d
+
+        def report(deleted: int) -> int:
+            self.pruned.append(deleted)
+            if deleted:
+                log.info("archive retention: deleted {n} messages", n=deleted)
+            return deleted
+
+        def failed(f: Any) -> None:
+            log.failure("archive retention failed", f)
+
+        d.addCallbacks(report, failed)
+        return d
+
     def stopService(self) -> Deferred[None]:
+        if self._pruning is not None and self._pruning.running:
+            self._pruning.stop()
         d = defer.maybeDeferred(super().stopService)
 
         def close(_: object) -> None:

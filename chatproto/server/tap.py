@@ -37,13 +37,15 @@ DEFAULT_IDENTITY = "chatserver.key"
 MIN_ARGON2 = Argon2Parameters()
 
 
-def _positive(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+def _positive(kind: Callable[[str], Any], what: str,
+              zero_ok: bool = False) -> Callable[[str], Any]:
     def coerce(value: str) -> Any:
         try:
             number = kind(value)
         except ValueError:
             raise ValueError(f"{value!r} is not {what}")
-        if not number > 0 or number != number or number == float("inf"):
+        low_ok = number >= 0 if zero_ok else number > 0
+        if not low_ok or number != number or number == float("inf"):
             raise ValueError(f"{value!r} is not {what}")
         return number
 
@@ -53,6 +55,7 @@ def _positive(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
 
 positive_int = _positive(int, "a positive integer")
 positive_float = _positive(float, "a positive number")
+non_negative_float = _positive(float, "a number, 0 or more", zero_ok=True)
 
 _LIMIT_HELP = {
     "handshake_timeout": "Seconds a client has to complete the login handshake.",
@@ -112,6 +115,10 @@ class Options(usage.Options):
         ["metrics", None, None,
          "Serve Prometheus metrics at /metrics on this endpoint, e.g. "
          "tcp:9100:interface=127.0.0.1 (off by default)."],
+        ["retention-days", None, 0.0,
+         "Delete archived messages older than this many days, once delivered to every "
+         "device (checked hourly). 0 keeps the archive forever (the default).",
+         non_negative_float],
         ["log-json", None, None,
          "Also write the log as JSON lines (twisted.logger events) to this file."],
         ["argon2-threads", None, 2,
@@ -188,4 +195,5 @@ def makeService(options: Options) -> ChatService:
         globalLogPublisher.addObserver(jsonFileLogObserver(log_file))  # type: ignore[arg-type]
     hasher = PasswordHasher(reactor, options.argon2_parameters(), options["argon2-threads"])
     return ChatService(reactor, database, identity, listeners, hasher,
-                       options.limit_settings(), metrics_endpoint=metrics)
+                       options.limit_settings(), metrics_endpoint=metrics,
+                       retention_days=options["retention-days"])

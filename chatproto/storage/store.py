@@ -274,6 +274,31 @@ class ChatStore:
 
         return self.writes.submit(txn_fn)
 
+    def prune_archive(self, cutoff_ms: int, chunk: int = 1000) -> Deferred[int]:
+        """Delete archived messages older than ``cutoff_ms`` that every recipient's devices
+        have acknowledged (a delivery past some device's cursor keeps its message); their
+        log rows go with them. Returns how many messages were deleted."""
+
+        def txn_fn(txn: Transaction) -> int:
+            txn.execute(
+                "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m"
+                " WHERE m.created_ms < ? AND NOT EXISTS (SELECT 1 FROM deliveries d"
+                " WHERE d.message_id = m.id AND d.user_seq > COALESCE((SELECT MIN(v.acked_seq)"
+                " FROM devices v WHERE v.user_id = d.user_id), 0)) LIMIT ?)",
+                (cutoff_ms, chunk),
+            )
+            return max(txn.rowcount, 0)
+
+        async def prune() -> int:
+            total = 0
+            while True:  # in chunks, so writers are not held up for long
+                deleted = await self.db.run_interaction("prune_archive", txn_fn)
+                total += deleted
+                if deleted < chunk:
+                    return total
+
+        return Deferred.fromCoroutine(prune())
+
     def read_log(self, user: str, after_seq: int, limit: int) -> Deferred[list[LogEntry]]:
         """The user's deliveries after ``after_seq``, in order (image bodies left out)."""
 
