@@ -228,6 +228,7 @@ class ChatHandlers:
             m.GroupRemove: self.group_remove,
             m.GroupLeave: self.group_leave,
             m.GroupRename: self.group_rename,
+            m.GroupSetRole: self.group_set_role,
             m.GroupList: self.group_list,
             m.GroupMembers: self.group_members,
             m.PresenceQuery: self.presence,
@@ -536,6 +537,10 @@ class ChatHandlers:
 
     def group_rename(self, conn: ChatServerProtocol, msg: m.GroupRename) -> Deferred[Any]:
         return self._change_group(conn, msg.req, msg.group_id, st.GROUP_RENAMED, (), msg.title)
+
+    def group_set_role(self, conn: ChatServerProtocol, msg: m.GroupSetRole) -> Deferred[Any]:
+        action = st.GROUP_PROMOTED if msg.admin else st.GROUP_DEMOTED
+        return self._change_group(conn, msg.req, msg.group_id, action, msg.names, None)
 
     def group_list(self, conn: ChatServerProtocol, msg: m.GroupList) -> Deferred[Any]:
         assert conn.name is not None

@@ -227,8 +227,13 @@ class ChatStore:
 
     def change_group(self, actor: str, group_id: int, action: int, names: Sequence[str],
                      title: str | None, now_ms: int) -> Deferred[Appended]:
-        """Add, remove, leave or rename, and log the event to the members (and to those who
-        were removed or left). UnknownGroup, NotAMember, NotAllowed, UnknownUsers."""
+        """Add, remove, leave, rename, promote or demote, and log the event to the members
+        (and to those who were removed or left). UnknownGroup, NotAMember, NotAllowed,
+        UnknownUsers.
+
+        Owners and admins add, remove and rename; only the owner promotes and demotes, and
+        admins may not remove the owner or another admin. When the owner leaves, the
+        longest-standing admin (else member) becomes the owner."""
 
         def txn_fn(txn: Transaction) -> Appended:
             actor_id = _user_id(txn, actor)
@@ -253,8 +258,15 @@ class ChatStore:
                 if action == GROUP_REMOVED:
                     _require_admin(role)
                     ids = _user_ids(txn, names)
+                    for name, uid in ids.items():
+                        target = _role(txn, group_id, uid)
+                        if target == "owner" or (target == "admin" and role != "owner"):
+                            raise NotAllowed(f"{name} is the group's {target}; an admin may "
+                                             "not remove them")
                 else:
                     ids = {actor: actor_id}
+                    if role == "owner":
+                        _hand_over_ownership(txn, group_id, actor_id)
                 for name, uid in ids.items():
                     txn.execute(
                         "DELETE FROM members WHERE conversation_id = ? AND user_id = ?",
@@ -268,6 +280,18 @@ class ChatStore:
                 assert title is not None
                 new_title = title
                 txn.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, group_id))
+            elif action in (GROUP_PROMOTED, GROUP_DEMOTED):
+                if role != "owner":
+                    raise NotAllowed("only the group's owner may change roles")
+                ids = _user_ids(txn, names)
+                for name, uid in ids.items():
+                    target = _role(txn, group_id, uid)
+                    if target is None or target == "owner":
+                        raise NotAllowed(f"{name} is not a member whose role can change")
+                    txn.execute(
+                        "UPDATE members SET role = ? WHERE conversation_id = ? AND user_id = ?",
+                        ("admin" if action == GROUP_PROMOTED else "member", group_id, uid),
+                    )
             event = GroupEventRecord(action, actor, event_names, new_title)
             return _append(txn, group_id, "group", _take_seq(txn, group_id), actor_id, actor,
                            None, 3, event.encode(), None, None, now_ms, extra=removed)
@@ -501,6 +525,20 @@ class ChatStore:
 # --- conversation records and helpers ------------------------------------------------------
 
 GROUP_CREATED, GROUP_ADDED, GROUP_REMOVED, GROUP_LEFT, GROUP_RENAMED = 1, 2, 3, 4, 5
+GROUP_PROMOTED, GROUP_DEMOTED = 6, 7
+
+
+def _hand_over_ownership(txn: Transaction, group_id: int, owner_id: int) -> None:
+    """The owner is leaving: the longest-standing admin, else member, becomes the owner."""
+    txn.execute(
+        "SELECT user_id FROM members WHERE conversation_id = ? AND user_id <> ?"
+        " ORDER BY CASE role WHEN 'admin' THEN 0 ELSE 1 END, joined_ms, user_id LIMIT 1",
+        (group_id, owner_id),
+    )
+    row = txn.fetchone()
+    if row is not None:
+        txn.execute("UPDATE members SET role = 'owner' WHERE conversation_id = ? AND user_id = ?",
+                    (group_id, int(row[0])))
 
 
 class UnknownUsers(StoreError):

@@ -73,6 +73,8 @@ class GroupAction:
     REMOVED = 3
     LEFT = 4
     RENAMED = 5
+    PROMOTED = 6  # names became admins
+    DEMOTED = 7  # names became plain members
 
 
 # --- field specs -----------------------------------------------------------------------------
@@ -681,6 +683,14 @@ class Ping(Message):
 @message(65)
 class Pong(Message):
     nonce: Seq
+
+
+@message(66)
+class GroupSetRole(Message):
+    req: Req
+    group_id: GroupId
+    names: Names
+    admin: Flag
 
 
 # --- codec -----------------------------------------------------------------------------------

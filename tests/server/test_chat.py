@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -352,3 +353,34 @@ async def test_a_refusal_naming_many_unknown_users_is_still_a_valid_error(
     assert info.value.code == ErrorCode.UNKNOWN_USER
     assert len(info.value.names) == 256 and len(info.value.reason.encode()) <= 1024
     assert (await alice.client.presence()) == ()
+
+
+@pytest_twisted.ensureDeferred
+async def test_roles_owner_promotes_admins_and_ownership_passes_on(loopback: Loopback) -> None:
+    """Only the owner promotes or demotes (a PROMOTED event reaches the members); an admin may
+    add and remove members but not the owner or another admin; when the owner leaves, the
+    longest-standing admin becomes the owner."""
+    alice, bob, carol, _ = await users(loopback, "alice", "bob", "carol", "dave")
+    gid = (await alice.client.create_group(["bob", "carol", "dave"])).group_id
+
+    def set_role(user: User, names: list[str], admin: bool) -> Any:
+        return user.client._group_request(
+            lambda req: m.GroupSetRole(req, gid, tuple(names), admin))
+
+    with pytest.raises(ServerError) as info:
+        await set_role(bob, ["bob"], True)
+    assert info.value.code == ErrorCode.NOT_ALLOWED
+    await set_role(alice, ["bob", "carol"], True)
+    await carol.rec.next_event()  # CREATED
+    event = await carol.rec.next_event()
+    assert (event.action, event.actor, set(event.names)) == (
+        m.GroupAction.PROMOTED, "alice", {"bob", "carol"})
+    await bob.client.group_remove(gid, ["dave"])
+    for target in ("alice", "carol"):
+        with pytest.raises(ServerError) as info:
+            await bob.client.group_remove(gid, [target])
+        assert info.value.code == ErrorCode.NOT_ALLOWED
+    await set_role(alice, ["carol"], False)
+    await alice.client.group_leave(gid)
+    roles = {x.name: x.role for x in await carol.client.group_members(gid)}
+    assert roles == {"bob": "owner", "carol": "member"}
