@@ -239,31 +239,47 @@ class Record:
                 raise TypeError(f"{cls.__name__}.{f.name} needs exactly one FieldSpec")
             specs.append((f.name, meta[0]))
         cls._specs = tuple(specs)
+        # Precomputed for the hot paths: each field's check with its error location, and the
+        # positions of fields holding arrays or records (everything else packs as it is).
+        cls._checks = tuple((spec.check, f"{cls.__name__}.{name}") for name, spec in specs)
+        cls._names = tuple(name for name, _ in specs)
+        cls._nested = tuple(i for i, (_, spec) in enumerate(specs) if _holds_record(spec))
+
+    _checks: ClassVar[tuple[tuple[Callable[[Any, str], Any], str], ...]] = ()
+    _names: ClassVar[tuple[str, ...]] = ()
+    _nested: ClassVar[tuple[int, ...]] = ()
 
     @classmethod
     def _from_fields(cls: type[R], values: list[Any], where: str) -> R:
-        specs = cls._specs
-        if len(values) != len(specs):
-            raise _bad(where, f"{cls.__name__} has {len(specs)} fields, got {len(values)}")
-        return cls(*[spec.check(v, f"{cls.__name__}.{name}") for (name, spec), v in
-                     zip(specs, values, strict=True)])
+        checks = cls._checks
+        if len(values) != len(checks):
+            raise _bad(where, f"{cls.__name__} has {len(checks)} fields, got {len(values)}")
+        return cls(*[check(v, at) for (check, at), v in zip(checks, values)])  # noqa: B905
 
     def _to_fields(self) -> list[Any]:
-        out = []
-        for name, spec in self._specs:
-            value = getattr(self, name)
-            out.append(_to_wire(value, spec))
+        out = [getattr(self, name) for name in self._names]
+        for i in self._nested:
+            out[i] = _to_wire(out[i])
         return out
 
 
 R = TypeVar("R", bound=Record)
 
 
-def _to_wire(value: Any, spec: FieldSpec) -> Any:
+def _holds_record(spec: FieldSpec) -> bool:
+    """Whether values of this spec need converting to lists (records, arrays)."""
+    if isinstance(spec, RecordSpec | ListOf):
+        return True
+    if isinstance(spec, Optional):
+        return _holds_record(spec.inner)
+    return False
+
+
+def _to_wire(value: Any) -> Any:
     if isinstance(value, Record):
         return value._to_fields()
     if isinstance(value, tuple):
-        return [_to_wire(v, spec) for v in value]
+        return [_to_wire(v) for v in value]
     return value
 
 
