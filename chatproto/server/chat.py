@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto.storage import store as st
+from chatproto.storage.database import StorageUnavailable
 from chatproto.wire import messages as m
 from chatproto.wire.errors import ErrorCode, RemoteProtocolError
 
@@ -72,6 +73,10 @@ class ConnectionHandlers:
             self.conn.send(m.Error(req, int(e.code), e.reason, e.names))
         elif isinstance(e, RemoteProtocolError):
             self.conn._fail(e.code, e.message)
+        elif isinstance(e, StorageUnavailable):
+            log.warn("request {req} from {name}: {e}", req=req, name=self.conn.name, e=e)
+            self.conn.send(m.Error(req, int(ErrorCode.STORAGE_UNAVAILABLE),
+                                   "the database is unavailable; try again", ()))
         else:
             log.failure("request {req} from {name} failed", f, req=req, name=self.conn.name)
             self.conn.send(m.Error(req, int(ErrorCode.INTERNAL_ERROR), "internal server error", ()))

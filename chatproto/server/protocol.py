@@ -15,6 +15,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from chatproto.storage.database import StorageUnavailable
 from chatproto.wire import messages as m
 from chatproto.wire.errors import ErrorCode, RemoteProtocolError
 from chatproto.wire.handshake import (
@@ -179,6 +180,11 @@ class ChatServerProtocol(Protocol):
 
         def failed(f: Failure) -> None:
             self._waiting = False
+            if f.check(StorageUnavailable):
+                log.warn("handshake with {ip}: {e}", ip=self.ip, e=f.value)
+                self._fail(ErrorCode.STORAGE_UNAVAILABLE, "the database is unavailable; "
+                           "try again")
+                return
             log.failure("server error during the handshake with {ip}", f, ip=self.ip)
             self._fail(ErrorCode.INTERNAL_ERROR, "internal server error")
 

@@ -102,6 +102,21 @@ def split_sql_script(script: str) -> list[str]:
     return statements
 
 
+def _replace_connection(conn: adbapi.Connection, *, dropped: bool) -> None:
+    """Give this pool thread a new database connection.
+
+    When adbapi's own rollback failed it has already closed the connection and removed it
+    from the pool; disconnecting it again would raise, so only connect.
+    """
+    if dropped:
+        conn._connection = None  # adbapi's attribute: forget the closed one, then reconnect
+    conn.reconnect()
+
+
+class StorageUnavailable(Exception):
+    """The database cannot be reached (or a commit's outcome is unknown); try again later."""
+
+
 class Engine:
     """What differs between database backends."""
 
@@ -126,6 +141,10 @@ class Engine:
         """Serialize concurrent migration runs (called inside the transaction)."""
 
     def is_retryable(self, exc: BaseException) -> bool:
+        return False
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        """Whether the error means the connection itself is gone."""
         return False
 
     def is_unique_violation(self, exc: BaseException) -> bool:
@@ -240,6 +259,12 @@ class PostgresEngine(Engine):
 
     def is_retryable(self, exc: BaseException) -> bool:
         return isinstance(exc, self._retryable)
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        # InterfaceError: "connection already closed"; a bare OperationalError (not one of
+        # its subclasses such as SerializationFailure) is how a dropped backend shows up.
+        return isinstance(exc, self._psycopg2.InterfaceError) or (
+            type(exc) is self._psycopg2.OperationalError)
 
     def is_unique_violation(self, exc: BaseException) -> bool:
         return isinstance(exc, self._unique)
@@ -399,17 +424,42 @@ class Database:
         while True:
             attempt += 1
             start = time.monotonic()
-            cursor = conn.cursor()
+            committing = False
+            try:
+                cursor = conn.cursor()
+            except Exception as exc:
+                # The pooled connection died since its last use: take a new one.
+                _replace_connection(conn, dropped=False)
+                if attempt < MAX_ATTEMPTS:
+                    continue
+                raise StorageUnavailable(f"[{desc}] no database connection") from exc
             try:
                 engine.begin(cursor)
                 result = fn(Transaction(cursor, engine, desc), *args, **kwargs)
+                committing = True
                 conn.commit()
                 return result
             except BaseException as exc:
+                lost = isinstance(exc, StorageUnavailable) or engine.is_disconnect(exc)
+                dropped = False
                 try:
                     conn.rollback()
                 except Exception:
-                    log.failure("[{desc}] rollback failed", desc=desc)
+                    lost = dropped = True  # adbapi dropped the connection from its pool
+                if lost:
+                    try:
+                        _replace_connection(conn, dropped=dropped)
+                    except Exception as again:
+                        raise StorageUnavailable(f"[{desc}] cannot reconnect: {again}") from exc
+                    # Before COMMIT nothing happened, so running it again on the new connection
+                    # is safe; a lost COMMIT may or may not have committed: say so instead.
+                    if not committing and attempt < MAX_ATTEMPTS:
+                        log.info("[{desc}] database connection lost; retrying on a new one",
+                                 desc=desc)
+                        continue
+                    raise StorageUnavailable(
+                        f"[{desc}] database connection lost"
+                        + (" during commit" if committing else "")) from exc
                 if attempt < MAX_ATTEMPTS and engine.is_retryable(exc):
                     log.info(
                         "[{desc}] transient {error} (attempt {attempt}); retrying",

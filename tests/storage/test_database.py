@@ -411,3 +411,34 @@ async def test_check_constraints(database: Database) -> None:
     with pytest.raises(Exception) as info:
         await database.run_interaction("dup_direct", dup_direct)
     assert database.engine.is_unique_violation(info.value)
+
+
+@pytest.mark.postgres
+@pytest_twisted.ensureDeferred
+async def test_dead_pooled_connection_is_replaced(tmp_path: Path) -> None:
+    """When PostgreSQL drops the pool's connection (backend terminated), the next interaction
+    runs on a new connection instead of failing; nothing is retried after a COMMIT was sent."""
+    import uuid
+
+    import psycopg2
+
+    from tests.services import PgSchema, require_postgres
+
+    dsn = require_postgres()
+    schema = PgSchema(dsn)
+    tag = f"chatproto_dbtest_{uuid.uuid4().hex[:10]}"
+    db = Database.from_uri(f"{schema.uri}&application_name={tag}", cp_max=1)
+    try:
+        await db.start()
+        assert await db.run_interaction("v", _versions)
+        admin = psycopg2.connect(dsn)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE application_name = %s", (tag,))
+            assert cur.rowcount == 1
+        admin.close()
+        assert await db.run_interaction("v", _versions)  # on a fresh connection
+    finally:
+        db.close()
+        schema.drop()
