@@ -1,4 +1,6 @@
-"""The chatproto client library: :func:`connect` returns a :class:`ChatClient`."""
+"""The chatproto client library: :func:`connect` returns a :class:`ChatClient` (one
+connection); :func:`open_session` returns a :class:`ChatSession` (reconnects by itself, with
+an outbox and a cursor)."""
 
 from chatproto.client.api import (
     IMAGE_CHUNK_BYTES,
@@ -21,16 +23,25 @@ from chatproto.client.errors import (
     RegisterError,
     ServerError,
     ServerKeyChanged,
+    SessionClosed,
     SigninError,
     UnknownGroup,
     UnknownUser,
     UntrustedServer,
 )
 from chatproto.client.known_servers import KnownServers, endpoint_host
+from chatproto.client.outbox import Outbox, OutboxEntry
 from chatproto.client.protocol import ChatClientProtocol, ProtocolDelegate
+from chatproto.client.reconnect import Backoff, ChatSession, open_session
 from chatproto.wire.handshake import LoginComplete
 
 __all__ = [
+    "Backoff",
+    "ChatSession",
+    "Outbox",
+    "OutboxEntry",
+    "SessionClosed",
+    "open_session",
     "IMAGE_CHUNK_BYTES",
     "MAX_IMAGE_BYTES",
     "ChatClient",

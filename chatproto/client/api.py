@@ -104,7 +104,18 @@ class ChatListener:
         """An error not tied to a request (an unsolicited ERROR, a corrupt image)."""
 
     def connection_state_changed(self, state: str) -> None:
-        """``"connected"`` (server trusted), ``"signed_in"`` or ``"offline"``."""
+        """For a :class:`ChatClient`: ``"connected"`` (server trusted), ``"signed_in"`` or
+        ``"offline"``. For a :class:`~chatproto.client.reconnect.ChatSession`:
+        ``"connecting"``, ``"connected"``, ``"reconnecting"``, ``"resumed"`` or
+        ``"offline"``."""
+
+    def send_acknowledged(self, ack: m.SendAck) -> None:
+        """(ChatSession only) A message of the outbox was stored by the server; also called
+        for messages queued by an earlier process with the same outbox file."""
+
+    def send_failed(self, client_msg_id: bytes, error: Exception) -> None:
+        """(ChatSession only) The server refused an outbox message for good (unknown user,
+        not a member, ...); it was removed from the outbox."""
 
     def connection_lost(self, reason: Failure) -> None:
         """The connection closed; ``reason`` says why."""
@@ -729,6 +740,13 @@ class ChatClient:
             return self.close()
 
         return d.addCallback(acked)
+
+    def abort(self, reason: str = "the connection was aborted") -> None:
+        """Drop the connection at once, without flushing (pending requests fail with
+        ConnectionLost); for an unresponsive server."""
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None:
+            protocol.abort(ConnectionLost(reason))
 
     def close(self) -> Deferred[None]:
         """Close the connection now (pending requests fail with ConnectionLost).

@@ -20,6 +20,7 @@ __all__ = [
     "RegisterError",
     "ServerError",
     "ServerKeyChanged",
+    "SessionClosed",
     "SigninError",
     "UnknownGroup",
     "UnknownUser",
@@ -59,6 +60,11 @@ class ConnectionLost(ChatClientError):
 
 class HandshakeTimeout(ConnectionLost):
     """The server did not answer Hello in time; the connection was aborted."""
+
+
+class SessionClosed(ConnectionLost):
+    """A :class:`~chatproto.client.reconnect.ChatSession` was closed while a send was still
+    waiting for its SendAck (the message stays in a persistent outbox)."""
 
 
 class InvalidState(ChatClientError):
