@@ -669,6 +669,11 @@ class ChatClient:
         """Rename a group."""
         return self._group_request(lambda req: m.GroupRename(req, group_id, title))
 
+    def group_set_role(self, group_id: int, names: Sequence[str], admin: bool) -> Deferred[None]:
+        """Make members admins (``admin=True``) or plain members; only the owner may."""
+        return self._group_request(
+            lambda req: m.GroupSetRole(req, group_id, tuple(names), admin))
+
     def list_groups(self) -> Deferred[tuple[m.GroupInfo, ...]]:
         """The groups we belong to."""
         d = self._request(m.GroupList, (m.Groups,))

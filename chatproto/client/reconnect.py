@@ -405,6 +405,11 @@ class ChatSession:
         """:meth:`ChatClient.group_rename` on the current connection."""
         return self._call("group_rename", group_id, title)
 
+    def group_set_role(self, group_id: int, names: list[str] | tuple[str, ...],
+                       admin: bool) -> Deferred[None]:
+        """:meth:`ChatClient.group_set_role` on the current connection."""
+        return self._call("group_set_role", group_id, names, admin)
+
     def list_groups(self) -> Deferred[tuple[m.GroupInfo, ...]]:
         """:meth:`ChatClient.list_groups` on the current connection."""
         return self._call("list_groups")

@@ -364,8 +364,7 @@ async def test_roles_owner_promotes_admins_and_ownership_passes_on(loopback: Loo
     gid = (await alice.client.create_group(["bob", "carol", "dave"])).group_id
 
     def set_role(user: User, names: list[str], admin: bool) -> Any:
-        return user.client._group_request(
-            lambda req: m.GroupSetRole(req, gid, tuple(names), admin))
+        return user.client.group_set_role(gid, names, admin)
 
     with pytest.raises(ServerError) as info:
         await set_role(bob, ["bob"], True)
