@@ -599,9 +599,14 @@ class ChatHandlers:
     def sync(self, conn: ChatServerProtocol, msg: m.Sync) -> Deferred[Any]:
         assert conn.name is not None and conn.device_id is not None
         stream = self.streams[id(conn)]
-        if msg.cursor is not None:
-            stream.start(msg.req, msg.cursor)
-            return defer.succeed(None)
-        d = self.store.device_cursor(conn.name, conn.device_id)
-        d.addCallback(lambda cursor: stream.start(msg.req, cursor))
+        d = self.store.sync_position(conn.name, conn.device_id)
+
+        def start(position: tuple[int, int]) -> None:
+            acked, end = position
+            cursor = acked if msg.cursor is None else msg.cursor
+            # A cursor past the end of the log is clipped: otherwise the live messages up to
+            # it would look already delivered and be skipped.
+            stream.start(msg.req, min(cursor, end))
+
+        d.addCallback(start)
         return d

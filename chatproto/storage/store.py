@@ -365,6 +365,22 @@ class ChatStore:
 
         return self.db.run_interaction("device_cursor", txn_fn)
 
+    def sync_position(self, user: str, device_id: bytes) -> Deferred[tuple[int, int]]:
+        """(the device's acknowledged position, the end of the user's log) in one query."""
+
+        def txn_fn(txn: Transaction) -> tuple[int, int]:
+            txn.execute(
+                "SELECT u.next_seq, v.acked_seq FROM users u LEFT JOIN devices v"
+                " ON v.user_id = u.id AND v.device_id = ? WHERE u.name = ?",
+                (device_id, user),
+            )
+            row = txn.fetchone()
+            if row is None:
+                return 0, 0
+            return (0 if row[1] is None else int(row[1])), int(row[0])
+
+        return self.db.run_interaction("sync_position", txn_fn)
+
     def acknowledge(self, user: str, device_id: bytes, up_to: int,
                     now_ms: int) -> Deferred[list[DeliveredReceipt]]:
         """Move the device's cursor forward to ``up_to`` (never back) and return, per

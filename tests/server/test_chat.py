@@ -383,3 +383,15 @@ async def test_roles_owner_promotes_admins_and_ownership_passes_on(loopback: Loo
     await alice.client.group_leave(gid)
     roles = {x.name: x.role for x in await carol.client.group_members(gid)}
     assert roles == {"bob": "owner", "carol": "member"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_sync_cursor_past_the_end_is_clipped(loopback: Loopback) -> None:
+    """Sync with a cursor beyond the end of the log answers SyncDone with the log's end, and
+    the next live message is delivered (not skipped as already seen)."""
+    alice, _ = await users(loopback, "alice", "bob")
+    bob = await login(loopback, "bob", sync=False)
+    last = await bob.client.sync(cursor=1000)
+    assert last == 0
+    await alice.client.send_text("bob", "after a bogus cursor")
+    assert (await bob.rec.next_chat()).body == b"after a bogus cursor"
