@@ -188,6 +188,21 @@ class _IncomingImage:
     next_index: int = 1
 
 
+def load_image(data: bytes | str | os.PathLike[str]) -> bytes:
+    """An image's bytes, from bytes or a file path; ImageTooLarge above MAX_IMAGE_BYTES
+    (a file is refused by its size before it is read), ValueError if empty."""
+    if not isinstance(data, bytes):
+        path = Path(data)
+        if path.stat().st_size > MAX_IMAGE_BYTES:
+            raise ImageTooLarge(f"{path} is larger than {MAX_IMAGE_BYTES} bytes")
+        data = path.read_bytes()
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImageTooLarge(f"the image is larger than {MAX_IMAGE_BYTES} bytes")
+    if not data:
+        raise ValueError("the image is empty")
+    return data
+
+
 def _target(to: Target) -> tuple[int, str | None]:
     """(group_id, peer) for a user name (a direct chat) or a group id."""
     if isinstance(to, bool) or not isinstance(to, str | int):
@@ -620,15 +635,7 @@ class ChatClient:
         """
         try:
             group_id, peer = _target(to)
-            if not isinstance(data, bytes):
-                path = Path(data)
-                if path.stat().st_size > MAX_IMAGE_BYTES:
-                    raise ImageTooLarge(f"{path} is larger than {MAX_IMAGE_BYTES} bytes")
-                data = path.read_bytes()
-            if len(data) > MAX_IMAGE_BYTES:
-                raise ImageTooLarge(f"the image is larger than {MAX_IMAGE_BYTES} bytes")
-            if not data:
-                raise ValueError("the image is empty")
+            data = load_image(data)
             protocol = self._session_protocol()
         except Exception as e:
             return fail(e)

@@ -45,6 +45,7 @@ from chatproto.client import (
     endpoint_host,
 )
 from chatproto.wire import messages as m
+from chatproto.wire.images import EXTENSIONS, image_type
 
 __all__ = [
     "EXIT_AUTH",
@@ -135,23 +136,11 @@ def load_device_id(state_dir: Path) -> bytes:
     return value
 
 
-_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif",
-               "image/webp": ".webp"}
-
-
 def image_extension(data: bytes, mime: str | None = None) -> str:
     """The file extension of an image, from its MIME type or else its magic bytes."""
-    if mime in _EXTENSIONS:
-        return _EXTENSIONS[mime]
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return ".png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return ".jpg"
-    if data.startswith((b"GIF87a", b"GIF89a")):
-        return ".gif"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return ".webp"
-    return ".img"
+    if mime is None or mime not in EXTENSIONS:
+        mime = image_type(data)
+    return EXTENSIONS.get(mime or "", ".img")
 
 
 def save_image(directory: Path, deliver: m.Deliver, data: bytes) -> Path:

@@ -31,17 +31,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto.client.api import (
-    MAX_IMAGE_BYTES,
     ChatClient,
     ChatListener,
     Target,
     TrustCallback,
     _target,
     connect,
+    load_image,
 )
 from chatproto.client.errors import (
     ConnectionLost,
-    ImageTooLarge,
     RegisterError,
     ServerError,
     ServerKeyChanged,
@@ -321,15 +320,7 @@ class ChatSession:
         server stores them in order."""
         try:
             group_id, peer = _target(to)
-            if not isinstance(data, bytes):
-                path = Path(data)
-                if path.stat().st_size > MAX_IMAGE_BYTES:
-                    raise ImageTooLarge(f"{path} is larger than {MAX_IMAGE_BYTES} bytes")
-                data = path.read_bytes()
-            if len(data) > MAX_IMAGE_BYTES:
-                raise ImageTooLarge(f"the image is larger than {MAX_IMAGE_BYTES} bytes")
-            if not data:
-                raise ValueError("the image is empty")
+            data = load_image(data)
         except Exception as e:
             return fail(e)
         return self._enqueue(group_id, peer, m.ContentType.IMAGE, data, client_msg_id)

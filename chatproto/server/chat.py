@@ -16,6 +16,7 @@ from chatproto.storage import store as st
 from chatproto.storage.database import StorageUnavailable
 from chatproto.wire import messages as m
 from chatproto.wire.errors import ErrorCode, RemoteProtocolError
+from chatproto.wire.images import SIGNATURE_BYTES, image_type
 
 if TYPE_CHECKING:
     from chatproto.server.protocol import ChatServerProtocol
@@ -104,19 +105,6 @@ def _request_error(f: Failure) -> Failure:
             names = f.value.names if isinstance(f.value, st.UnknownUsers) else ()
             raise RequestError(code, str(f.value), names)
     return f
-
-
-def image_type(data: bytes) -> str | None:
-    """The image's MIME type from its magic bytes, or None if it is not an allowed type."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data.startswith((b"GIF87a", b"GIF89a")):
-        return "image/gif"
-    if len(data) >= 12 and data.startswith(b"RIFF") and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
 
 
 @dataclass
@@ -411,7 +399,7 @@ class ChatHandlers:
             self._refuse(conn, upload, ErrorCode.IMAGE_TOO_LARGE,
                                 f"images are at most {limit} bytes")
             return None
-        if len(msg.body) > msg.image.total_size or image_type(msg.body[:12]) is None:
+        if len(msg.body) > msg.image.total_size or image_type(msg.body[:SIGNATURE_BYTES]) is None:
             self._refuse(conn, upload, ErrorCode.BAD_IMAGE,
                                 "not a PNG, JPEG, GIF or WebP image")
             return None
@@ -456,7 +444,7 @@ class ChatHandlers:
         d: Deferred[bytes] = threads.deferToThread(lambda: hashlib.sha256(body).digest())
 
         def verified(digest: bytes) -> Deferred[Any]:
-            mime = image_type(body[:12])
+            mime = image_type(body[:SIGNATURE_BYTES])
             if digest != upload.sha256 or mime is None:
                 raise RequestError(ErrorCode.BAD_IMAGE, "the image does not match its SHA-256")
             return self._store_and_fan_out(conn, self._draft(conn, upload.chat, body, mime,
