@@ -10,6 +10,7 @@ Run ``twistd -n chatserver --help`` for every option. Examples::
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import fields
@@ -56,6 +57,7 @@ def _positive(kind: Callable[[str], Any], what: str,
 positive_int = _positive(int, "a positive integer")
 positive_float = _positive(float, "a positive number")
 non_negative_float = _positive(float, "a number, 0 or more", zero_ok=True)
+non_negative_int = _positive(int, "a whole number, 0 or more", zero_ok=True)
 
 _LIMIT_HELP = {
     "handshake_timeout": "Seconds a client has to complete the login handshake.",
@@ -122,7 +124,11 @@ class Options(usage.Options):
         ["log-json", None, None,
          "Also write the log as JSON lines (twisted.logger events) to this file."],
         ["argon2-threads", None, 2,
-         "Password hashes computed at once (threads); more requests wait.", positive_int],
+         "Password hashes computed at once; more requests wait.", positive_int],
+        ["argon2-processes", None, os.cpu_count() or 1,
+         "Worker processes that compute the hashes (Argon2id holds Python's GIL, so hashes in "
+         "threads would stall the server and use one core); 0 hashes in threads instead.",
+         non_negative_int],
         *_limit_parameters(),
     ]
 
@@ -193,7 +199,8 @@ def makeService(options: Options) -> ChatService:
         # Kept open for the life of the process, like twistd's own log file.
         log_file = open(options["log-json"], "a", encoding="utf-8")  # noqa: SIM115
         globalLogPublisher.addObserver(jsonFileLogObserver(log_file))  # type: ignore[arg-type]
-    hasher = PasswordHasher(reactor, options.argon2_parameters(), options["argon2-threads"])
+    hasher = PasswordHasher(reactor, options.argon2_parameters(), options["argon2-threads"],
+                            processes=options["argon2-processes"])
     return ChatService(reactor, database, identity, listeners, hasher,
                        options.limit_settings(), metrics_endpoint=metrics,
                        retention_days=options["retention-days"])

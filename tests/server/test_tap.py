@@ -76,6 +76,7 @@ def test_repeated_listen_and_limits() -> None:
     ["--max-attempts", "1.5"],
     ["--max-connections-per-ip", "many"],
     ["--argon2-threads", "0"],
+    ["--argon2-processes", "-1"],
     ["--argon2-memory-kib", "1024"],
     ["--argon2-iterations", "1"],
     ["--insecure-fast-hashing", "--argon2-memory-kib", "8", "--argon2-lanes", "4"],
