@@ -12,6 +12,7 @@ deadlocks).
 
 from __future__ import annotations
 
+import abc
 import functools
 import importlib.resources
 import re
@@ -117,7 +118,7 @@ class StorageUnavailable(Exception):
     """The database cannot be reached (or a commit's outcome is unknown); try again later."""
 
 
-class Engine:
+class Engine(abc.ABC):
     """What differs between database backends."""
 
     #: Suffix of a SELECT that locks the rows it reads until the transaction ends.
@@ -128,16 +129,17 @@ class Engine:
     #: Whether ``?`` placeholders must be converted to ``%s``.
     converts_placeholders: bool = False
 
+    @abc.abstractmethod
     def make_pool(self) -> adbapi.ConnectionPool:
-        raise NotImplementedError
+        """The adbapi pool for this backend."""
 
     def convert_sql(self, sql: str) -> str:
         return qmark_to_format(sql) if self.converts_placeholders else sql
 
-    def begin(self, cursor: Any) -> None:
+    def begin(self, cursor: Any) -> None:  # noqa: B027 - an optional hook
         """Start a transaction on a fresh cursor (if the driver does not)."""
 
-    def lock_migrations(self, txn: Transaction) -> None:
+    def lock_migrations(self, txn: Transaction) -> None:  # noqa: B027 - an optional hook
         """Serialize concurrent migration runs (called inside the transaction)."""
 
     def is_retryable(self, exc: BaseException) -> bool:
@@ -191,7 +193,7 @@ class SqliteEngine(Engine):
             cp_openfun=self._open,
         )
 
-    def begin(self, cursor: Any) -> None:
+    def begin(self, cursor: Any) -> None:  # noqa: B027 - an optional hook
         # IMMEDIATE takes the write lock up front: no lock-upgrade failures
         # when another process (e.g. the admin tool) shares the file.
         cursor.execute("BEGIN IMMEDIATE")
@@ -254,7 +256,7 @@ class PostgresEngine(Engine):
             cp_openfun=self._open,
         )
 
-    def lock_migrations(self, txn: Transaction) -> None:
+    def lock_migrations(self, txn: Transaction) -> None:  # noqa: B027 - an optional hook
         txn.execute("SELECT pg_advisory_xact_lock(?)", (self._MIGRATION_LOCK_KEY,))
 
     def is_retryable(self, exc: BaseException) -> bool:
