@@ -188,6 +188,15 @@ class _IncomingImage:
     next_index: int = 1
 
 
+def notify(listener: ChatListener, method: str, *args: object) -> None:
+    """Call a listener method; an exception in the application's code is logged, never
+    allowed to break the connection's processing."""
+    try:
+        getattr(listener, method)(*args)
+    except Exception:
+        _log.failure("listener {method} raised", method=method)
+
+
 def load_image(data: bytes | str | os.PathLike[str]) -> bytes:
     """An image's bytes, from bytes or a file path; ImageTooLarge above MAX_IMAGE_BYTES
     (a file is refused by its size before it is read), ValueError if empty."""
@@ -319,10 +328,7 @@ class ChatClient:
             self._notify("connection_state_changed", state)
 
     def _notify(self, method: str, *args: object) -> None:
-        try:
-            getattr(self.listener, method)(*args)
-        except Exception:
-            _log.failure("listener {method} raised", method=method)
+        notify(self.listener, method, *args)
 
     # ProtocolDelegate.
 

@@ -38,6 +38,7 @@ from chatproto.client.api import (
     _target,
     connect,
     load_image,
+    notify,
 )
 from chatproto.client.errors import (
     ConnectionLost,
@@ -433,10 +434,7 @@ class ChatSession:
             self._notify("connection_state_changed", state)
 
     def _notify(self, method: str, *args: object) -> None:
-        try:
-            getattr(self.listener, method)(*args)
-        except Exception:
-            _log.failure("listener {method} raised", method=method)
+        notify(self.listener, method, *args)
 
     def _attempt(self) -> None:
         self._retry_call = None

@@ -545,10 +545,9 @@ class GroupCommitter:
     A function with a ``batch`` attribute is called once for a run of consecutive operations
     of that function, as ``fn.batch(txn, [args, ...])``, returning ``(ok, value)`` per
     operation; it must refuse an operation only before writing anything for it.
-    Any other operation runs inside its own SAVEPOINT (unless the function is marked
-    ``refuses_before_writing``, i.e. it only refuses before its first write): one that raises
-    one of ``isolated`` (refusals such as an unknown user) or a unique violation is rolled back
-    alone and fails alone; anything else fails the whole batch. Every Deferred fires only
+    Any other operation runs inside its own SAVEPOINT: one that raises one of ``isolated``
+    (refusals such as an unknown user) or a unique violation is rolled back alone and fails
+    alone; anything else fails the whole batch. Every Deferred fires only
     after the transaction commits, in submission order (acknowledge after commit).
     """
 
@@ -624,13 +623,6 @@ class GroupCommitter:
                 i = j
                 continue
             i += 1
-            if getattr(fn, "refuses_before_writing", False):
-                # Its refusals come before its first write: nothing to roll back.
-                try:
-                    results.append((True, fn(txn, *args)))
-                except self.isolated as e:
-                    results.append((False, e))
-                continue
             txn.execute("SAVEPOINT op")
             try:
                 value = fn(txn, *args)

@@ -10,10 +10,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
 from twisted.internet.defer import Deferred
 
 from chatproto.storage.database import Database, GroupCommitter, Transaction
+from chatproto.wire.messages import GroupEvent, encode_record
 
 #: Max names per ``IN (...)`` list (SQLite's old variable limit is 999).
 _IN_CHUNK = 500
@@ -219,9 +219,9 @@ class ChatStore:
                 [(group_id, creator_id, "owner", now_ms)]
                 + [(group_id, uid, "member", now_ms) for uid in ids.values()],
             )
-            event = GroupEventRecord(1, creator, tuple(n for n in names), title)
+            event = GroupEvent(GROUP_CREATED, creator, tuple(names), title)
             return _append(txn, group_id, "group", _take_seq(txn, group_id), creator_id, creator,
-                           None, 3, event.encode(), None, None, now_ms, extra=())
+                           None, 3, encode_record(event), None, None, now_ms, extra=())
 
         return self.writes.submit(txn_fn)
 
@@ -292,9 +292,9 @@ class ChatStore:
                         "UPDATE members SET role = ? WHERE conversation_id = ? AND user_id = ?",
                         ("admin" if action == GROUP_PROMOTED else "member", group_id, uid),
                     )
-            event = GroupEventRecord(action, actor, event_names, new_title)
+            event = GroupEvent(action, actor, event_names, new_title)
             return _append(txn, group_id, "group", _take_seq(txn, group_id), actor_id, actor,
-                           None, 3, event.encode(), None, None, now_ms, extra=removed)
+                           None, 3, encode_record(event), None, None, now_ms, extra=removed)
 
         return self.writes.submit(txn_fn)
 
@@ -350,20 +350,6 @@ class ChatStore:
             return bytes(_one(txn)[0])
 
         return self.db.run_interaction("message_body", txn_fn)
-
-    def device_cursor(self, user: str, device_id: bytes) -> Deferred[int]:
-        """The last user_seq this device acknowledged (0 for a new device)."""
-
-        def txn_fn(txn: Transaction) -> int:
-            txn.execute(
-                "SELECT acked_seq FROM devices WHERE device_id = ?"
-                " AND user_id = (SELECT id FROM users WHERE name = ?)",
-                (device_id, user),
-            )
-            row = txn.fetchone()
-            return 0 if row is None else int(row[0])
-
-        return self.db.run_interaction("device_cursor", txn_fn)
 
     def sync_position(self, user: str, device_id: bytes) -> Deferred[tuple[int, int]]:
         """(the device's acknowledged position, the end of the user's log) in one query."""
@@ -579,20 +565,6 @@ class NotAllowed(StoreError):
 
 
 @dataclass(frozen=True, slots=True)
-class GroupEventRecord:
-    """A membership change, stored as the body of an EVENT message (MessagePack array)."""
-
-    action: int
-    actor: str
-    names: tuple[str, ...]
-    title: str
-
-    def encode(self) -> bytes:
-        return msgpack.packb([self.action, self.actor, list(self.names), self.title],
-                             use_bin_type=True)
-
-
-@dataclass(frozen=True, slots=True)
 class Draft:
     """A chat message before it is stored. ``group_id`` 0 means a direct chat with ``to``."""
 
@@ -758,55 +730,15 @@ def _require_admin(role: str) -> None:
 
 
 def _append_message(txn: Transaction, draft: Draft) -> Appended:
-    # One statement finds the sender and any earlier message with this client_msg_id.
-    txn.execute(
-        "SELECT u.id, m.id, m.conv_seq, m.created_ms, c.kind, c.id FROM users u"
-        " LEFT JOIN messages m ON m.sender_id = u.id AND m.client_msg_id = ?"
-        " LEFT JOIN conversations c ON c.id = m.conversation_id WHERE u.name = ?",
-        (draft.client_msg_id, draft.sender),
-    )
-    row = txn.fetchone()
-    if row is None:
-        raise UnknownUsers([draft.sender])
-    sender_id, mid, seq, created, kind, cid = row
-    sender_id = int(sender_id)
-    if mid is not None:
-        return Appended(int(mid), 0 if kind == "direct" else int(cid), int(seq), int(created),
-                        True, None, ())
-    if draft.group_id == 0:
-        assert draft.to is not None
-        txn.execute(
-            "UPDATE conversations SET next_seq = next_seq + 1 WHERE direct_key = ?"
-            " RETURNING id, next_seq",
-            (_direct_key(draft.sender, draft.to),),
-        )
-        row = txn.fetchone()
-        if row is None:  # the first message of this pair (UnknownUsers before any write)
-            conv_id = _ensure_direct(txn, draft.sender, sender_id, draft.to, draft.now_ms)
-            row = (conv_id, _take_seq(txn, conv_id))
-        conv_id, conv_seq, kind = int(row[0]), int(row[1]), "direct"
-    else:
-        conv_id, kind = draft.group_id, "group"
-        # Taking the sequence number locks the group's row, so a membership change cannot
-        # interleave with this send: the message goes to the members of that moment.
-        txn.execute(
-            "UPDATE conversations SET next_seq = next_seq + 1 WHERE id = ? AND kind = 'group'"
-            " AND EXISTS (SELECT 1 FROM members WHERE conversation_id = ? AND user_id = ?)"
-            " RETURNING next_seq",
-            (conv_id, conv_id, sender_id),
-        )
-        row = txn.fetchone()
-        if row is None:
-            _group_exists(txn, conv_id)
-            raise NotAMember(conv_id)
-        conv_seq = int(row[0])
-    return _append(txn, conv_id, kind, conv_seq, sender_id, draft.sender, draft.client_msg_id,
-                   draft.content_type, draft.body, draft.mime, draft.sha256, draft.now_ms,
-                   extra=(), to=draft.to)
+    """Store one chat message (a batch of one; see :func:`_append_messages`).
 
-
-# Every refusal above happens before the first write, so a batch needs no savepoint for it.
-_append_message.refuses_before_writing = True  # type: ignore[attr-defined]
+    Submitted to the group committer, whose consecutive runs of this function are written
+    together through its ``batch`` attribute.
+    """
+    ok, value = _append_messages(txn, [(draft,)])[0]
+    if not ok:
+        raise value
+    return value
 
 
 def _select_in(txn: Transaction, sql: str, values: Sequence[Any], suffix: str = "") -> list[
@@ -826,8 +758,8 @@ def _append_messages(txn: Transaction, batch: list[tuple[Draft]]) -> list[tuple[
 
     The counters of every conversation and user involved are read once (locked on
     PostgreSQL), advanced in Python in submission order, and written back once; messages go
-    in with multi-row INSERTs and deliveries with one executemany. Same results as calling
-    :func:`_append_message` for each draft in turn.
+    in with multi-row INSERTs and deliveries with one executemany. Every refusal (unknown
+    user or group, not a member) is decided before anything is written for that draft.
     """
     drafts = [args[0] for args in batch]
     lock = txn.engine.for_update
