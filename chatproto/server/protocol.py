@@ -28,7 +28,8 @@ from chatproto.wire.handshake import (
 from chatproto.wire.session import Session
 
 if TYPE_CHECKING:
-    from chatproto.server.service import ChatServer, Decision
+    from chatproto.server.login import Decision
+    from chatproto.server.service import ChatServer
 
 log = Logger()
 

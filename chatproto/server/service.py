@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -18,13 +17,14 @@ from twisted.web.server import Site
 
 from chatproto.server.chat import ChatHandlers
 from chatproto.server.identity import identity_fingerprint
-from chatproto.server.limits import LimitSettings, LoginLimits
+from chatproto.server.limits import LimitSettings
+from chatproto.server.login import Authenticator, Decision
 from chatproto.server.metrics import ServerStats, StoreObserver, metrics_resource
-from chatproto.server.passwords import PasswordHasher, password_policy_error
+from chatproto.server.passwords import PasswordHasher
 from chatproto.server.protocol import ChatServerFactory, ChatServerProtocol
 from chatproto.server.router import LocalRouter, Router
 from chatproto.storage.database import Database
-from chatproto.storage.store import ChatStore, NameTaken
+from chatproto.storage.store import ChatStore
 from chatproto.wire.errors import ErrorCode
 from chatproto.wire.handshake import CredentialsReceived
 
@@ -34,25 +34,6 @@ log = Logger()
 PRUNE_INTERVAL = 3600.0
 #: Seconds a thread may hold the GIL while another waits (CPython's default is 0.005).
 SWITCH_INTERVAL = 0.0005
-
-#: Names nobody may register: they would impersonate the service in a chat window.
-RESERVED_NAMES = frozenset({"admin", "root", "server", "system", "chatproto"})
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The answer to a Signin or register."""
-
-    ok: bool
-    code: ErrorCode = ErrorCode.AUTH_FAILED
-    reason: str = ""
-    retry_after_ms: int = 0
-
-
-ACCEPT = Decision(True)
-#: One answer for an unknown user and a wrong password: nothing tells them apart.
-SIGNIN_FAILED = Decision(False, ErrorCode.AUTH_FAILED, "wrong name or password")
-
 
 class ChatServer:
     """Everything the connections share: identity, store, limits, the router of sessions."""
@@ -73,11 +54,12 @@ class ChatServer:
         self.store = store
         self.hasher = hasher
         self.limits = limits or LimitSettings()
-        self.login_limits = LoginLimits(self.clock.seconds, self.limits)
         self.router = router or LocalRouter()
         self.connections_per_ip: Counter[str] = Counter()
         self.handshakes = 0
         self.stats = ServerStats()
+        self.auth = Authenticator(clock=reactor, store=store, hasher=hasher, limits=self.limits,
+                                  stats=self.stats)
         self.chat = ChatHandlers(self)
 
     def now_ms(self) -> int:
@@ -112,60 +94,12 @@ class ChatServer:
     # --- the handshake decisions ---------------------------------------------------------------
 
     def authenticate(self, creds: CredentialsReceived, ip: str) -> Deferred[Decision]:
-        if creds.register:
-            d = defer.ensureDeferred(self._register(creds, ip))
-            d.addCallback(self._count, self.stats.registrations, "refused")
-        else:
-            d = defer.ensureDeferred(self._signin(creds, ip))
-            d.addCallback(self._count, self.stats.logins, "failed")
-        return d
-
-    @staticmethod
-    def _count(decision: Decision, counts: Counter[str], refused: str) -> Decision:
-        if decision.ok:
-            counts["ok"] += 1
-        elif decision.code == ErrorCode.TRY_LATER:
-            counts["limited"] += 1
-        else:
-            counts[refused] += 1
-        return decision
-
-    async def _signin(self, creds: CredentialsReceived, ip: str) -> Decision:
-        # The same queries and the same Argon2id work whether or not the user exists.
-        phc, trusted_ip = await self.store.get_login(creds.name)
-        wait = self.login_limits.signin_retry_after(creds.name, ip, trusted_ip)
-        if wait > 0:
-            return Decision(False, ErrorCode.TRY_LATER, "too many failed sign-ins; try later",
-                            int(wait * 1000) + 1)
-        if not await self.hasher.verify(creds.password, phc):
-            self.login_limits.signin_failed(creds.name, ip)
-            return SIGNIN_FAILED
-        self.login_limits.signin_succeeded(creds.name)
-        return ACCEPT
-
-    async def _register(self, creds: CredentialsReceived, ip: str) -> Decision:
-        wait = self.login_limits.registrations.retry_after(ip)
-        if wait > 0:
-            return Decision(False, ErrorCode.TRY_LATER, "too many registrations; try later",
-                            int(wait * 1000) + 1)
-        if creds.name in RESERVED_NAMES:
-            return Decision(False, ErrorCode.INVALID_NAME, "that name is reserved")
-        problem = password_policy_error(creds.password)
-        if problem is not None:
-            return Decision(False, ErrorCode.INVALID_PASSWORD, problem)
-        phc = await self.hasher.hash(creds.password)
-        try:
-            await self.store.create_user(creds.name, phc, self.now_ms())
-        except NameTaken:
-            return Decision(False, ErrorCode.NAME_TAKEN, "that name is taken")
-        self.login_limits.registrations.hit(ip)
-        log.info("registered {name} from {ip}", name=creds.name, ip=ip)
-        return ACCEPT
+        return self.auth.authenticate(creds, ip)
 
     def login(self, conn: ChatServerProtocol) -> Deferred[None]:
         """The test message verified: record the login, then the session starts."""
         assert conn.name is not None
-        return self.store.record_login(conn.name, conn.ip, self.now_ms())
+        return self.auth.record_login(conn.name, conn.ip)
 
     def session_started(self, conn: ChatServerProtocol) -> None:
         self.handshakes -= 1
