@@ -75,6 +75,7 @@ class GroupAction:
     RENAMED = 5
     PROMOTED = 6  # names became admins
     DEMOTED = 7  # names became plain members
+    OWNER_CHANGED = 8  # names[0] became the owner
 
 
 # --- field specs -----------------------------------------------------------------------------

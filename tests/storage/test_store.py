@@ -7,18 +7,30 @@ import pytest_twisted
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from chatproto.storage.store import ChatStore, NameTaken, UserRecord
+from chatproto.storage.database import Transaction
+from chatproto.storage.store import ChatStore, Login, NameTaken, UserRecord
+
+
+def _count(txn: Transaction) -> int:
+    txn.execute("SELECT COUNT(*) FROM users")
+    row = txn.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def _count_users(store: ChatStore) -> int:
+    return await store.db.run_interaction("count users", _count)
 
 
 @pytest_twisted.ensureDeferred
 async def test_create_and_get(store: ChatStore) -> None:
-    assert await store.count_users() == 0
+    assert await _count_users(store) == 0
     assert await store.get_user("alice") is None
     assert await store.get_password_hash("alice") is None
     await store.create_user("alice", "$argon2id$hash-a", 1000)
     assert await store.get_password_hash("alice") == "$argon2id$hash-a"
     assert await store.get_user("alice") == UserRecord("alice", 1000, None, None, None)
-    assert await store.count_users() == 1
+    assert await _count_users(store) == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -31,7 +43,7 @@ async def test_name_taken(store: ChatStore) -> None:
     # original untouched; names are case-sensitive
     assert await store.get_password_hash("alice") == "h1"
     await store.create_user("Alice", "h3", 3)
-    assert await store.count_users() == 2
+    assert await _count_users(store) == 2
 
 
 @pytest_twisted.ensureDeferred
@@ -79,18 +91,7 @@ async def test_record_login_and_last_seen(store: ChatStore) -> None:
     # unknown users: silently nothing
     await store.record_login("nobody", "192.0.2.1", 1)
     await store.record_last_seen("nobody", 1)
-    assert await store.count_users() == 1
-
-
-@pytest_twisted.ensureDeferred
-async def test_users_exist(store: ChatStore) -> None:
-    assert await store.users_exist([]) == set()
-    for name in ["a", "b", "c"]:
-        await store.create_user(name, "h", 1)
-    assert await store.users_exist(["a", "c", "x", "A", "a"]) == {"a", "c"}
-    assert await store.users_exist(iter(["b"])) == {"b"}
-    many = [f"n{i}" for i in range(1200)] + ["b"]
-    assert await store.users_exist(many) == {"b"}
+    assert await _count_users(store) == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -104,13 +105,13 @@ async def test_concurrent_create_same_name(store: ChatStore) -> None:
     assert len(ok) == 1
     assert len(failures) == n - 1
     assert all(isinstance(f, Failure) and f.check(NameTaken) for f in failures)
-    assert await store.count_users() == 1
+    assert await _count_users(store) == 1
 
 
 @pytest_twisted.ensureDeferred
 async def test_concurrent_create_different_names(store: ChatStore) -> None:
     await defer.gatherResults([store.create_user(f"u{i}", "h", i) for i in range(20)])
-    assert await store.count_users() == 20
+    assert await _count_users(store) == 20
 
 
 @pytest_twisted.ensureDeferred
@@ -121,4 +122,7 @@ async def test_get_login_returns_hash_and_last_ip(store: ChatStore) -> None:
     await store.create_user("alice", "$argon2id$h", 1)
     assert await store.get_login("alice") == ("$argon2id$h", None)
     await store.record_login("alice", "192.0.2.7", 5)
-    assert await store.get_login("alice") == ("$argon2id$h", "192.0.2.7")
+    login = await store.get_login("alice")
+    assert login == ("$argon2id$h", "192.0.2.7")
+    assert isinstance(login, Login) and login.password_hash == "$argon2id$h"
+    assert login.last_login_ip == "192.0.2.7"

@@ -1,0 +1,242 @@
+"""The chat-message append, set-based: one pass writes a whole group-commit batch.
+
+Every message goes to one conversation (a direct chat between two users, or a group) and
+gets the conversation's next sequence number; every member gets a row in their own ordered
+log (deliveries) with their next per-user sequence number. The counters of every
+conversation and user in the batch are read once (locked on PostgreSQL), advanced in Python
+in submission order and written back once; messages go in with multi-row INSERTs and
+deliveries with one executemany. So a batch costs a fixed number of statements, whatever its
+size, and commit order is sequence order: readers never see a gap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum, auto
+
+from chatproto.storage.database import Transaction
+from chatproto.storage.errors import NotAMember, StoreError, UnknownGroup, UnknownUsers
+from chatproto.storage.lookups import IN_CHUNK, direct_key, ensure_direct, select_in
+from chatproto.storage.records import Appended, Draft, LogEntry
+from chatproto.wire.messages import ContentType
+
+#: Messages per multi-row INSERT.
+_INSERT_ROWS = 200
+
+
+class _Slot(Enum):
+    """What a draft of the batch became, once it passed every check."""
+
+    PLANNED = auto()  # stored by this batch
+    RESENT = auto()  # a resend of a draft planned earlier in this batch: not stored again
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    slot: _Slot
+    plan_index: int  # the draft in the plan it refers to
+
+
+@dataclass(slots=True)
+class _Planned:
+    """A draft that will be stored, with what the pass assigns to it."""
+
+    draft: Draft
+    sender_id: int
+    conv_id: int
+    direct: bool
+    recipients: list[int]  # user ids, ascending
+    conv_seq: int = 0
+    user_seqs: list[tuple[int, int]] = field(default_factory=list)  # (user id, user_seq)
+
+
+@dataclass(frozen=True, slots=True)
+class _Earlier:
+    """A message stored by an earlier batch, found by (sender id, client_msg_id)."""
+
+    message_id: int
+    conv_seq: int
+    created_ms: int
+    group_id: int  # 0 for a direct chat
+
+
+def append_message(txn: Transaction, draft: Draft) -> Appended:
+    """Store one chat message (a batch of one; see :func:`append_messages`).
+
+    Submitted to the group committer, whose consecutive runs of this function are written
+    together through its ``batch`` attribute.
+    """
+    _, value = append_messages(txn, [(draft,)])[0]
+    if isinstance(value, StoreError):
+        raise value
+    return value
+
+
+def append_messages(txn: Transaction, batch: list[tuple[Draft]]) -> list[
+        tuple[bool, Appended | StoreError]]:
+    """Append many messages with a fixed number of statements per batch: ``(ok, Appended or
+    the refusal)`` per draft, in order.
+
+    A draft whose (sender, client_msg_id) is already stored, or planned earlier in the batch,
+    is not stored again: the original's sequence number comes back with ``duplicate`` set.
+    Every refusal (unknown user or group, not a member) is decided before anything is
+    written for that draft.
+    """
+    drafts = [args[0] for args in batch]
+    names = sorted({d.sender for d in drafts} | {d.to for d in drafts if d.to is not None})
+    user_ids = {str(n): int(i) for n, i in
+                select_in(txn, "SELECT name, id FROM users WHERE name IN", names)}
+    earlier = _stored_earlier(txn, drafts, user_ids)
+    keys = sorted({direct_key(d.sender, d.to) for d in drafts if d.group_id == 0 and d.to})
+    direct = {str(k): int(i) for k, i in select_in(
+        txn, "SELECT direct_key, id FROM conversations WHERE direct_key IN", keys)}
+    group_ids = sorted({d.group_id for d in drafts if d.group_id != 0})
+    groups = {int(i) for (i,) in select_in(
+        txn, "SELECT id FROM conversations WHERE kind = 'group' AND id IN", group_ids)}
+    members: dict[int, set[int]] = {}
+    for cid, uid in select_in(
+            txn, "SELECT conversation_id, user_id FROM members WHERE conversation_id IN",
+            sorted(groups)):
+        members.setdefault(int(cid), set()).add(int(uid))
+
+    outcomes: list[Appended | StoreError | _Pending] = []
+    plan: list[_Planned] = []
+    planned: dict[tuple[int, bytes], int] = {}  # (sender id, client_msg_id) -> plan index
+    for draft in drafts:
+        sender_id = user_ids.get(draft.sender)
+        if sender_id is None:
+            outcomes.append(UnknownUsers([draft.sender]))
+            continue
+        key = (sender_id, draft.client_msg_id) if draft.client_msg_id is not None else None
+        if key is not None and key in earlier:
+            e = earlier[key]
+            outcomes.append(Appended(e.message_id, e.group_id, e.conv_seq, e.created_ms, True,
+                                     None, ()))
+            continue
+        if key is not None and key in planned:
+            outcomes.append(_Pending(_Slot.RESENT, planned[key]))
+            continue
+        if draft.group_id == 0:
+            assert draft.to is not None
+            peer_id = user_ids.get(draft.to)
+            if peer_id is None:
+                outcomes.append(UnknownUsers([draft.to]))
+                continue
+            dkey = direct_key(draft.sender, draft.to)
+            if dkey not in direct:  # the first message of this pair
+                direct[dkey] = ensure_direct(txn, draft.sender, sender_id, draft.to,
+                                             draft.now_ms)
+            item = _Planned(draft, sender_id, direct[dkey], True, sorted({sender_id, peer_id}))
+        else:
+            if draft.group_id not in groups:
+                outcomes.append(UnknownGroup(draft.group_id))
+                continue
+            if sender_id not in members.get(draft.group_id, ()):
+                outcomes.append(NotAMember(draft.group_id))
+                continue
+            item = _Planned(draft, sender_id, draft.group_id, False,
+                            sorted(members[draft.group_id]))
+        if key is not None:
+            planned[key] = len(plan)
+        outcomes.append(_Pending(_Slot.PLANNED, len(plan)))
+        plan.append(item)
+    appended = _write(txn, plan, user_ids) if plan else []
+
+    results: list[tuple[bool, Appended | StoreError]] = []
+    for outcome in outcomes:
+        if isinstance(outcome, StoreError):
+            results.append((False, outcome))
+        elif isinstance(outcome, Appended):
+            results.append((True, outcome))
+        elif outcome.slot is _Slot.PLANNED:
+            results.append((True, appended[outcome.plan_index]))
+        else:
+            original = appended[outcome.plan_index]
+            results.append((True, Appended(original.message_id, original.group_id,
+                                           original.conv_seq, original.created_ms, True, None,
+                                           ())))
+    return results
+
+
+append_message.batch = append_messages  # type: ignore[attr-defined]
+
+
+def _stored_earlier(txn: Transaction, drafts: list[Draft],
+                    user_ids: dict[str, int]) -> dict[tuple[int, bytes], _Earlier]:
+    """The messages earlier batches stored under the drafts' (sender, client_msg_id)."""
+    pairs = sorted({(user_ids[d.sender], d.client_msg_id) for d in drafts
+                    if d.client_msg_id is not None and d.sender in user_ids})
+    earlier: dict[tuple[int, bytes], _Earlier] = {}
+    for i in range(0, len(pairs), IN_CHUNK // 2):
+        chunk = pairs[i : i + IN_CHUNK // 2]
+        values = ",".join(["(?, ?)"] * len(chunk))
+        # A join against VALUES walks the (sender_id, client_msg_id) index on both engines.
+        txn.execute(
+            f"WITH v (s, k) AS (VALUES {values}) SELECT m.sender_id, m.client_msg_id, m.id,"  # noqa: S608
+            " m.conv_seq, m.created_ms, c.kind, c.id FROM v JOIN messages m"
+            " ON m.sender_id = v.s AND m.client_msg_id = v.k"
+            " JOIN conversations c ON c.id = m.conversation_id",
+            [x for pair in chunk for x in pair],
+        )
+        for sid, cmid, mid, seq, created, kind, cid in txn.fetchall():
+            earlier[(int(sid), bytes(cmid))] = _Earlier(
+                int(mid), int(seq), int(created), 0 if kind == "direct" else int(cid))
+    return earlier
+
+
+def _write(txn: Transaction, plan: list[_Planned], user_ids: dict[str, int]) -> list[Appended]:
+    """Take the sequence numbers, insert the messages and deliveries; one Appended per item."""
+    lock = txn.engine.for_update
+    conv_seq = {int(i): int(n) for i, n in select_in(
+        txn, "SELECT id, next_seq FROM conversations WHERE id IN",
+        sorted({p.conv_id for p in plan}), lock)}
+    user_list = sorted({uid for p in plan for uid in p.recipients})
+    user_seq = {int(i): int(n) for i, n in select_in(
+        txn, "SELECT id, next_seq FROM users WHERE id IN", user_list, lock)}
+    id_to_name = {v: k for k, v in user_ids.items()}
+    missing = [uid for uid in user_list if uid not in id_to_name]
+    if missing:
+        id_to_name.update({int(i): str(n) for i, n in select_in(
+            txn, "SELECT id, name FROM users WHERE id IN", missing)})
+
+    rows = []
+    for p in plan:
+        conv_seq[p.conv_id] += 1
+        p.conv_seq = conv_seq[p.conv_id]
+        for uid in p.recipients:
+            user_seq[uid] += 1
+            p.user_seqs.append((uid, user_seq[uid]))
+        d = p.draft
+        rows.append((p.conv_id, p.conv_seq, p.sender_id, d.sender, d.client_msg_id, d.now_ms,
+                     d.content_type, d.body, d.mime, d.sha256))
+    message_ids: dict[tuple[int, int], int] = {}
+    for i in range(0, len(rows), _INSERT_ROWS):
+        message_rows = rows[i : i + _INSERT_ROWS]
+        values = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(message_rows))
+        txn.execute(
+            "INSERT INTO messages (conversation_id, conv_seq, sender_id, sender_name,"  # noqa: S608
+            " client_msg_id, created_ms, content_type, body, mime, sha256) VALUES "
+            f"{values} RETURNING id, conversation_id, conv_seq",
+            [v for row in message_rows for v in row],
+        )
+        message_ids.update({(int(c), int(q)): int(mid) for mid, c, q in txn.fetchall()})
+    txn.execute_many("UPDATE conversations SET next_seq = ? WHERE id = ?",
+                     [(n, i) for i, n in conv_seq.items()])
+    txn.execute_many("UPDATE users SET next_seq = ? WHERE id = ?",
+                     [(n, i) for i, n in user_seq.items()])
+    deliveries: list[tuple[int, int, int]] = []
+    appended: list[Appended] = []
+    for p in plan:
+        mid = message_ids[(p.conv_id, p.conv_seq)]
+        deliveries.extend((uid, useq, mid) for uid, useq in p.user_seqs)
+        d = p.draft
+        group_id = 0 if p.direct else p.conv_id
+        entry = LogEntry(group_id, d.sender, d.to if p.direct else None, p.conv_seq, d.now_ms,
+                         d.client_msg_id, d.content_type,
+                         None if d.content_type == ContentType.IMAGE else d.body, d.mime,
+                         d.sha256, len(d.body), mid)
+        appended.append(Appended(mid, group_id, p.conv_seq, d.now_ms, False, entry,
+                                 tuple((id_to_name[uid], useq) for uid, useq in p.user_seqs)))
+    txn.execute_many("INSERT INTO deliveries (user_id, user_seq, message_id) VALUES (?, ?, ?)",
+                     deliveries)
+    return appended
