@@ -36,6 +36,9 @@ log = Logger()
 #: retryable error (serialization failure, deadlock, locked database).
 MAX_ATTEMPTS = 5
 
+#: The oldest SQLite the queries and migrations work with.
+SQLITE_MIN_VERSION = (3, 35, 0)
+
 _MIGRATION_RE = re.compile(r"^(\d+)_([A-Za-z0-9_]+)\.sql(?:\.(sqlite|postgres))?$")
 
 # A single-quoted SQL literal, a ``?`` placeholder or a literal ``%``.
@@ -184,6 +187,11 @@ class SqliteEngine(Engine):
         conn.execute("PRAGMA foreign_keys = ON")
 
     def make_pool(self) -> adbapi.ConnectionPool:
+        if sqlite3.sqlite_version_info < SQLITE_MIN_VERSION:
+            raise RuntimeError(
+                "SQLite {} or newer is needed (for RETURNING and ALTER TABLE DROP COLUMN);"
+                " this Python has {}".format(".".join(map(str, SQLITE_MIN_VERSION)),
+                                             sqlite3.sqlite_version))
         return adbapi.ConnectionPool(
             "sqlite3",
             self.path,

@@ -117,6 +117,14 @@ def test_real_schema_has_both_variants() -> None:
         assert versions[0] == 1 and versions == sorted(set(versions))
 
 
+def test_sqlite_older_than_3_35_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The queries use RETURNING and migration 003 DROP COLUMN (both SQLite 3.35): an older
+    SQLite is refused when the pool opens, with the version needed."""
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    with pytest.raises(RuntimeError, match=r"SQLite 3\.35\.0 or newer"):
+        SqliteEngine("unused.db").make_pool()
+
+
 def test_run_interaction_requires_start() -> None:
     db = Database.from_uri("sqlite:unused.db")
     with pytest.raises(RuntimeError):
@@ -321,9 +329,8 @@ async def test_foreign_keys_and_cascades(database: Database) -> None:
         txn.execute("SELECT id FROM users WHERE name = ?", ("bob",))
         (bob,) = txn.fetchone() or (None,)
         txn.execute(
-            "INSERT INTO conversations (kind, title, creator_id, created_ms)"
-            " VALUES ('group', 't', ?, 1) RETURNING id",
-            (alice,),
+            "INSERT INTO conversations (kind, title, created_ms) VALUES ('group', 't', 1)"
+            " RETURNING id"
         )
         (conv,) = txn.fetchone() or (None,)
         txn.execute_many(
@@ -365,13 +372,13 @@ async def test_foreign_keys_and_cascades(database: Database) -> None:
     def state(txn: Transaction) -> dict[str, object]:
         txn.execute("SELECT role FROM members")
         members = txn.fetchall()
-        txn.execute("SELECT creator_id FROM conversations")
-        creators = txn.fetchall()
+        txn.execute("SELECT title FROM conversations")
+        titles = txn.fetchall()
         txn.execute("SELECT sender_id, sender_name, client_msg_id, body FROM messages")
         messages = [(r[0], r[1], bytes(r[2]), bytes(r[3])) for r in txn.fetchall()]
         return {
             "members": members,
-            "creators": creators,
+            "titles": titles,
             "messages": messages,
             "deliveries": _count(txn, "deliveries"),
             "devices": _count(txn, "devices"),
@@ -379,7 +386,7 @@ async def test_foreign_keys_and_cascades(database: Database) -> None:
 
     assert await database.run_interaction("state", state) == {
         "members": [("member",)],
-        "creators": [(None,)],
+        "titles": [("t",)],
         "messages": [(None, "alice", b"\x00cid", b"\x00\xffbody")],
         "deliveries": 1,
         "devices": 0,
