@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import pytest_twisted
 from twisted.internet import defer
 
+from chatproto.storage import append_batch
 from chatproto.storage.database import Database, GroupCommitter, Transaction
 from chatproto.storage.store import ChatStore, Draft, StoreError, UnknownUsers
 
@@ -147,3 +150,62 @@ async def test_mixed_batch_refuses_alone_and_keeps_logs_gapless(store: ChatStore
         log = await store.read_log(name, 0, 100)
         assert [e.user_seq for e in log] == list(range(1, len(log) + 1))
         assert [e.body for e in log if e.content_type == 1] == bodies
+
+
+class _CountingTxn:
+    """A Transaction that counts the statements sent through it."""
+
+    def __init__(self, txn: Transaction) -> None:
+        self._txn = txn
+        self.engine = txn.engine
+        self.statements = 0
+
+    def execute(self, sql: str, params: Any = ()) -> None:
+        self.statements += 1
+        self._txn.execute(sql, params)
+
+    def execute_many(self, sql: str, rows: Any) -> None:
+        self.statements += 1
+        self._txn.execute_many(sql, rows)
+
+    def fetchone(self) -> Any:
+        return self._txn.fetchone()
+
+    def fetchall(self) -> Any:
+        return self._txn.fetchall()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_batch_of_appends_costs_the_same_statements_whatever_its_size(
+        store: ChatStore) -> None:
+    """The batched append is set-based: 4 messages and 160 messages (direct chats, a group,
+    resends, a refusal) take the same number of statements, so no message costs a query of
+    its own."""
+    for name in ("alice", "bob", "carol"):
+        await store.create_user(name, "h", 0)
+    gid = (await store.create_group("alice", ["bob", "carol"], "g", 1)).group_id
+    for peer in ("bob", "carol"):
+        await store.create_direct("alice", peer, 1)
+
+    def drafts(n: int, start: int) -> list[tuple[Draft]]:
+        out = []
+        for i in range(start, start + n):
+            kind = i % 4
+            cmid = (i if kind != 3 else start).to_bytes(16, "big")  # kind 3: resends
+            out.append((Draft("alice", gid if kind == 1 else 0,
+                              None if kind == 1 else ("bob", "carol")[i % 2], cmid, 1,
+                              b"x", None, None, i),))
+        out.append((Draft("alice", 0, "nobody", None, 1, b"x", None, None, 0),))
+        return out
+
+    def statements(txn: Transaction, batch: list[tuple[Draft]]) -> int:
+        counting = _CountingTxn(txn)
+        results = append_batch.append_messages(counting, batch)  # type: ignore[arg-type]
+        assert [ok for ok, _ in results] == [True] * (len(batch) - 1) + [False]
+        return counting.statements
+
+    small = await store.db.run_interaction("small", statements, drafts(4, 1000))
+    large = await store.db.run_interaction("large", statements, drafts(160, 2000))
+    assert small == large
+    log = await store.read_log("bob", 0, 1000)
+    assert [e.user_seq for e in log] == list(range(1, len(log) + 1))
