@@ -81,8 +81,7 @@ class ConversationStore:
         def txn_fn(txn: Transaction) -> Appended:
             actor_id = user_id(txn, actor)
             current_title = _lock_group(txn, group_id)
-            role = member_role(txn, group_id, actor_id)
-            actor_role = None if role is None else Role(role)
+            actor_role = member_role(txn, group_id, actor_id)
             group_rules.check_actor(action, group_id, actor_role)
             ids = user_ids(txn, names) if names else {}
             roles = _member_roles(txn, group_id, list(ids.values()))

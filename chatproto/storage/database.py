@@ -302,8 +302,7 @@ def engine_from_uri(uri: str, **kw: Any) -> Engine:
 class Transaction:
     """A cursor wrapper handed to interaction functions.
 
-    SQL always uses ``?`` placeholders.  On PostgreSQL, use ``RETURNING``
-    rather than :attr:`lastrowid`.
+    SQL always uses ``?`` placeholders; new rows' ids come back with ``RETURNING``.
     """
 
     __slots__ = ("_cursor", "engine", "desc")
@@ -331,10 +330,6 @@ class Transaction:
     @property
     def rowcount(self) -> int:
         return int(self._cursor.rowcount)
-
-    @property
-    def lastrowid(self) -> int | None:
-        return self._cursor.lastrowid
 
 
 class MigrationError(Exception):
@@ -566,8 +561,6 @@ class GroupCommitter:
         self.isolated = isolated
         self._queue: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
         self._writing = False
-        #: Sizes of the batches written so far; only the last 1000 kept.
-        self.batch_sizes: list[int] = []
         #: Called with each batch's size as it is written (metrics).
         self.on_batch: Callable[[int], None] | None = None
 
@@ -589,8 +582,6 @@ class GroupCommitter:
         batch = self._queue[: self.max_batch]
         del self._queue[: self.max_batch]
         self._writing = True
-        self.batch_sizes.append(len(batch))
-        del self.batch_sizes[:-1000]
         if self.on_batch is not None:
             self.on_batch(len(batch))
         ops = [(fn, args) for fn, args, _ in batch]

@@ -8,6 +8,7 @@ from typing import Any
 
 from chatproto.storage.database import Transaction
 from chatproto.storage.errors import NotAMember, StoreError, UnknownGroup, UnknownUsers
+from chatproto.storage.group_rules import Role
 
 #: Max names per ``IN (...)`` list (SQLite's old variable limit is 999).
 IN_CHUNK = 500
@@ -86,17 +87,17 @@ def ensure_direct(txn: Transaction, user: str, user_id_: int, peer: str, now_ms:
     conv_id = int(row[0])
     txn.execute_many(
         "INSERT INTO members (conversation_id, user_id, role, joined_ms) VALUES (?, ?, ?, ?)",
-        [(conv_id, uid, "member", now_ms) for uid in sorted({user_id_, peer_id})],
+        [(conv_id, uid, Role.MEMBER.value, now_ms) for uid in sorted({user_id_, peer_id})],
     )
     return conv_id
 
 
-def member_role(txn: Transaction, conv_id: int, user_id_: int) -> str | None:
+def member_role(txn: Transaction, conv_id: int, user_id_: int) -> Role | None:
     """The user's role in the conversation; None if not a member."""
     txn.execute("SELECT role FROM members WHERE conversation_id = ? AND user_id = ?",
                 (conv_id, user_id_))
     row = txn.fetchone()
-    return None if row is None else str(row[0])
+    return None if row is None else Role(row[0])
 
 
 def require_group_member(txn: Transaction, group_id: int, user_id_: int) -> None:
