@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 
 from chatproto.storage import group_rules
 from chatproto.storage.database import Database, GroupCommitter, Transaction
@@ -76,7 +76,10 @@ class ConversationStore:
         The event names only the users the change affected, in request order; a change that
         changes nothing logs nothing (the result has no entry). When the owner leaves, an
         OWNER_CHANGED event naming the new owner follows the LEFT event (``followed_by``).
+        Another ``action`` is a caller's bug: ValueError, before any database work.
         """
+        if action not in group_rules.REQUESTED_ACTIONS:
+            return fail(ValueError(f"not a group change a member asks for: {action}"))
 
         def txn_fn(txn: Transaction) -> Appended:
             actor_id = user_id(txn, actor)

@@ -162,3 +162,18 @@ async def test_history_of_members_added_later_and_removed(store: ChatStore) -> N
     assert [e.conv_seq for e in await store.read_log("bob", 0, 10)] == [1, 2, 3, 4, 5]
     with pytest.raises(NotAMember):
         await store.history("bob", gid, None, 0, 10)
+
+
+@pytest.mark.parametrize("action", [GroupAction.CREATED, GroupAction.OWNER_CHANGED, 0])
+@pytest_twisted.ensureDeferred
+async def test_an_action_no_member_asks_for_fails_alone(store: ChatStore, action: int) -> None:
+    """CREATED, OWNER_CHANGED or an unknown action is the caller's bug: it fails at once
+    with ValueError and never reaches the group committer (whose batch it would fail)."""
+    await _users(store, "alice", "bob")
+    gid = (await store.create_group("alice", ["bob"], "g", 1)).group_id
+    sizes: list[int] = []
+    store.writes.on_batch = sizes.append
+    with pytest.raises(ValueError, match="not a group change"):
+        await store.change_group("alice", gid, action, ["bob"], None, 2)
+    assert sizes == [] and await _events(store, "bob") == [(1, GroupAction.CREATED, "alice",
+                                                           ("bob",))]
