@@ -6,6 +6,7 @@ logged as group events through :func:`chatproto.storage.message_log.append_group
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from twisted.internet.defer import Deferred, fail
 
@@ -105,9 +106,7 @@ class ConversationStore:
                 return appended
             handed = GroupEvent(GroupAction.OWNER_CHANGED, actor, (successor,), new_title)
             followed = append_group_event(txn, group_id, actor_id, handed, now_ms)
-            return Appended(appended.message_id, appended.group_id, appended.conv_seq,
-                            appended.created_ms, False, appended.entry, appended.recipients,
-                            (followed,))
+            return replace(appended, followed_by=(followed,))
 
         return self.writes.submit(txn_fn)
 
