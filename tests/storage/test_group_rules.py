@@ -3,6 +3,10 @@ No database."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from chatproto.storage.errors import NotAllowed, NotAMember
@@ -143,3 +147,15 @@ def test_who_becomes_the_owner(others: list[Standing], expected: int | None) -> 
     chosen = choose_successor(others)
     assert (None if chosen is None else chosen.user_id) == expected
     assert choose_successor(reversed(others)) == chosen  # the order given does not matter
+
+
+def test_the_rules_load_no_database_and_no_twisted() -> None:
+    """group_rules is pure: importing it (in a fresh interpreter) loads neither Twisted nor a
+    database driver nor the storage modules that talk to the database."""
+    code = ("import sys, chatproto.storage.group_rules; print(sorted(m for m in sys.modules"
+            " if m.split('.')[0] in ('twisted', 'sqlite3', '_sqlite3', 'psycopg2')"
+            " or m == 'chatproto.storage.database'))")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "[]"
