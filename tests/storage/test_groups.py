@@ -144,7 +144,7 @@ async def test_history_of_members_added_later_and_removed(store: ChatStore) -> N
     """D8, what the store does: a member added later reads the group's whole history,
     messages from before they joined included, while their log (what is delivered to them)
     starts with the ADDED event. A removed member keeps the log up to the REMOVED event and
-    may no longer read the history."""
+    may no longer read the history; added again, they read all of it again."""
     await _users(store, "alice", "bob", "carol")
     gid = (await store.create_group("alice", ["bob"], "g", 1)).group_id
     await store.append_message(_text("bob", gid, 1, 2))
@@ -162,6 +162,13 @@ async def test_history_of_members_added_later_and_removed(store: ChatStore) -> N
     assert [e.conv_seq for e in await store.read_log("bob", 0, 10)] == [1, 2, 3, 4, 5]
     with pytest.raises(NotAMember):
         await store.history("bob", gid, None, 0, 10)
+
+    # Added again: the whole history again (what was said while out too); the log goes on at
+    # the new ADDED event, without what was said while out.
+    await store.change_group("alice", gid, GroupAction.ADDED, ["bob"], None, 7)
+    assert [r.conv_seq for r in (await store.history("bob", gid, None, 0, 10)).rows] == [
+        7, 6, 5, 4, 3, 2, 1]
+    assert [e.conv_seq for e in await store.read_log("bob", 5, 10)] == [7]
 
 
 @pytest.mark.parametrize("action", [GroupAction.CREATED, GroupAction.OWNER_CHANGED, 0])
