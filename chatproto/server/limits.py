@@ -128,9 +128,8 @@ class DatabaseLoginLimits:
         ])
 
     def signin_succeeded(self, name: str, ip: str) -> Deferred[None]:
-        d = self.store.release(self._now_ms(), [("ip", address_key(ip))])
-        d.addCallback(lambda _: self.store.reset("account", name))
-        return d
+        return self.store.release(self._now_ms(), [("ip", address_key(ip))],
+                                  forget=[("account", name)])
 
     def signin_unchecked(self, name: str, ip: str) -> Deferred[None]:
         return self.store.release(self._now_ms(), [("account", name), ("ip", address_key(ip))])

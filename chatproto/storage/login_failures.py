@@ -79,8 +79,11 @@ class LoginFailureStore:
         d.addErrback(full)
         return d
 
-    def release(self, now_ms: int, counters: Sequence[tuple[str, str]]) -> Deferred[None]:
-        """Take back one counted attempt of each (scope, key) whose window still runs."""
+    def release(self, now_ms: int, counters: Sequence[tuple[str, str]],
+                forget: Sequence[tuple[str, str]] = ()) -> Deferred[None]:
+        """Take back one counted attempt of each (scope, key) in ``counters`` whose window
+        still runs, and forget the counters in ``forget`` (their window and every attempt
+        in it), in one transaction."""
 
         def txn_fn(txn: Transaction) -> None:
             for scope, key in sorted(counters):
@@ -88,16 +91,11 @@ class LoginFailureStore:
                     "UPDATE login_failures SET count = count - 1"
                     " WHERE scope = ? AND key = ? AND window_end_ms > ? AND count > 0",
                     (scope, key, now_ms))
+            for scope, key in sorted(forget):
+                txn.execute("DELETE FROM login_failures WHERE scope = ? AND key = ?",
+                            (scope, key))
 
         return self.db.run_interaction("release_login_attempt", txn_fn)
-
-    def reset(self, scope: str, key: str) -> Deferred[None]:
-        """Forget a counter (its window and every attempt in it)."""
-
-        def txn_fn(txn: Transaction) -> None:
-            txn.execute("DELETE FROM login_failures WHERE scope = ? AND key = ?", (scope, key))
-
-        return self.db.run_interaction("reset_login_counter", txn_fn)
 
     def count(self, now_ms: int, scope: str, key: str) -> Deferred[int]:
         """The attempts counted in the counter's running window (0 if none runs)."""

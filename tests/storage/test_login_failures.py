@@ -62,9 +62,9 @@ async def test_unlimited_counts_but_never_refuses(database: Database) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_release_and_reset(database: Database) -> None:
-    """release takes one attempt back (never below 0, never in an ended window); reset
-    forgets the counter."""
+async def test_release_and_forget(database: Database) -> None:
+    """release takes one attempt back (never below 0, never in an ended window) and forgets
+    the counters it is told to."""
     s = LoginFailureStore(database)
     await s.reserve(T0, [account(), address()])
     await s.reserve(T0, [account(), address()])
@@ -74,8 +74,11 @@ async def test_release_and_reset(database: Database) -> None:
     await s.release(T0, [("ip", "192.0.2.1")])
     await s.release(T0, [("ip", "192.0.2.1")])
     assert await s.count(T0, "ip", "192.0.2.1") == 0
-    await s.reset("account", "alice")
+    await s.release(T0, [("ip", "192.0.2.1")], forget=[("account", "alice")])
     assert await s.count(T0, "account", "alice") == 0
+    assert await s.reserve(T0 + 70_000, [address()]) == 0
+    await s.release(T0 + 130_000, [("ip", "192.0.2.1")])  # its window has ended: untouched
+    assert await s.count(T0 + 129_999, "ip", "192.0.2.1") == 1
 
 
 async def _spray(db: Database, end_ms: int, n: int) -> None:
