@@ -46,10 +46,13 @@ class LimitSettings:
     max_handshakes: int = 256
     max_connections_per_ip: int = 64
     max_attempts: int = 5
+    #: Sign-in attempts per account per window that may fail (counted when they start).
     account_failures: int = 10
     account_window: float = 900.0
+    #: The same per client address (an IPv4 address, an IPv6 /64).
     ip_failures: int = 50
     ip_window: float = 900.0
+    #: Registration attempts (whatever their outcome) per client address per window.
     registrations_per_ip: int = 10
     registration_window: float = 3600.0
     ping_interval: float = 30.0

@@ -114,6 +114,7 @@ def _exit_with_parent(parent_pid: int) -> None:
 
     # Ctrl-C in a terminal signals the whole process group: the server shuts the workers
     # down itself (a KeyboardInterrupt here would leave tracebacks and leaked semaphores).
+    # Normally already ignored since the worker started (PasswordHasher._start_workers).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
@@ -216,11 +217,11 @@ class HashQueue:
 class PasswordHasher:
     """Runs Argon2id off the reactor thread, with bounded concurrency.
 
-    With ``processes`` > 0 the hashes run in that many worker processes (started on first
-    use): cryptography's Argon2id holds the GIL while it works, so in a thread it would stall
-    the reactor and give no parallelism across cores. The thread pool then only waits for
-    the workers (waiting releases the GIL). With ``processes`` = 0 hashes run in the
-    threads themselves (tests, tiny deployments). ``threads_max`` bounds how many hashes
+    With ``processes`` > 0 the hashes run in that many worker processes (started by
+    :meth:`start`): cryptography's Argon2id holds the GIL while it works, so in a thread it
+    would stall the reactor and give no parallelism across cores. The thread pool then only
+    waits for the workers (waiting releases the GIL). With ``processes`` = 0 hashes run in
+    the threads themselves (tests, tiny deployments). ``threads_max`` bounds how many hashes
     run at once either way; more wait in a :class:`HashQueue` (sign-ins first, at most
     ``jobs_per_address`` per client address).
 
@@ -239,7 +240,29 @@ class PasswordHasher:
         self._dummy = hash_password(os.urandom(16).hex(), params)
 
     def start(self) -> None:
+        """Start the threads and, with ``processes`` > 0, every worker process now."""
         self._pool.start()
+        if self._processes > 0 and self._executor is None:
+            self._executor = self._start_workers()
+
+    def _start_workers(self) -> ProcessPoolExecutor:
+        # spawn, not fork: the server process has threads (database, this pool).
+        executor = ProcessPoolExecutor(
+            max_workers=self._processes, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_exit_with_parent, initargs=(os.getpid(),))
+        # Ctrl-C in a terminal signals the whole process group; the server stops its workers
+        # itself. A worker started with SIGINT ignored keeps ignoring it from its first
+        # instruction (the initializer's own SIG_IGN comes only after the imports).
+        # Each submit with no idle worker starts one more, so all start here, in this thread.
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            for _ in range(self._processes):
+                executor.submit(os.getpid)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        return executor
 
     def stop(self) -> None:
         """Fail the waiting jobs, let the running ones end, and join the worker processes
@@ -253,12 +276,9 @@ class PasswordHasher:
     def _run(self, fn: Callable[..., _T], *args: Any) -> Deferred[_T]:
         if self._processes <= 0:
             return threads.deferToThreadPool(self._reactor, self._pool, fn, *args)
-        if self._executor is None:
-            # spawn, not fork: the server process has threads (database, this pool).
-            self._executor = ProcessPoolExecutor(
-                max_workers=self._processes, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_exit_with_parent, initargs=(os.getpid(),))
         executor = self._executor
+        if executor is None:
+            raise HasherStopped("the hasher is not running")
         return threads.deferToThreadPool(
             self._reactor, self._pool, lambda: executor.submit(fn, *args).result())
 

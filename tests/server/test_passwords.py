@@ -307,17 +307,8 @@ def test_workers_shut_down_cleanly(tmp_path: Path, signum: str) -> None:
             hasher = PasswordHasher(reactor, Argon2Parameters(64, 1, 1), processes=2)
             hasher.start()
             reactor.addSystemEventTrigger("before", "shutdown", hasher.stop)
-            seen = set()
-
-            def until_both_workers_answer(pids=()):
-                seen.update(pids)
-                if len(seen) == 2:
-                    print("ready", flush=True)
-                else:
-                    d = gatherResults([hasher._run(worker_pid) for _ in range(4)])
-                    d.addCallback(until_both_workers_answer)
-
-            until_both_workers_answer()
+            gatherResults([hasher._run(worker_pid) for _ in range(8)]).addCallback(
+                lambda pids: print("ready", flush=True))
             reactor.run()
     """))
     root = Path(__file__).resolve().parents[2]
