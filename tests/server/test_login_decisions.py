@@ -365,3 +365,35 @@ def test_the_fail2ban_expression_matches_the_line(line: str) -> None:
     match = re.search(failregex.replace("<HOST>", r"(?P<host>[0-9A-Fa-f.:]+)"), line)
     assert match is not None
     assert match.group("host") in ("203.0.113.5", "2001:db8::5")
+
+
+@pytest_twisted.ensureDeferred
+async def test_sixty_connections_guessing_at_once_over_tcp(
+        loopback: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """End to end (real TCP, store, Argon2id hasher): 60 connections send a wrong-password
+    Signin for one account at the same moment. At most the account limit's number of
+    password checks happen; every other answer is TRY_LATER."""
+    from chatproto.server import passwords
+    from tests.server.wireclient import connect
+
+    lb = loopback
+    await lb.store.create_user("alice", hash_password(PASSWORD, FAST), 1)
+    checked: list[str] = []  # appended from the hashing threads (list.append is atomic)
+
+    def counting_verify(password: str, phc: str) -> bool:
+        checked.append(phc)
+        return verify_password(password, phc)
+
+    monkeypatch.setattr(passwords, "verify_password", counting_verify)
+    clients = [await connect(lb.reactor, lb.port) for _ in range(60)]
+    for client in clients:
+        await client.trust()
+    answers = await defer.gatherResults([
+        defer.ensureDeferred(client.signin("alice", "wrong guess")) for client in clients])
+    for client in clients:
+        await client.close()
+    checks = len(checked)
+    assert 0 < checks <= lb.server.limits.account_failures
+    codes = [answer.code for answer in answers]
+    assert codes.count(ErrorCode.AUTH_FAILED) == checks
+    assert codes.count(ErrorCode.TRY_LATER) == 60 - checks
