@@ -82,6 +82,8 @@ class Authenticator:
         if login_limits is not None:
             self.login_limits = login_limits
 
+    # Built on first use (unless given), so a store double with no database can run with
+    # other limits set on the instance (tests/server/test_protocol.py does).
     @cached_property
     def failures(self) -> LoginFailureStore:
         return LoginFailureStore(self.store.db)

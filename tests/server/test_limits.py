@@ -3,8 +3,6 @@ address keys they count under."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
@@ -43,16 +41,6 @@ class Limits:
         self.limits = DatabaseLoginLimits(
             self.store, LimitSettings(**settings), clock.seconds,  # type: ignore[arg-type]
             purge_interval=purge_interval)
-
-
-@pytest_twisted.async_yield_fixture()
-async def database(database_uri: str) -> AsyncIterator[Database]:
-    db = Database.from_uri(database_uri)
-    await db.start()
-    try:
-        yield db
-    finally:
-        db.close()
 
 
 def clock() -> Clock:

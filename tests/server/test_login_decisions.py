@@ -5,7 +5,7 @@ the trusted address, and the failed sign-in log line."""
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,16 +106,6 @@ class World:
         phc = hash_password(password, params)
         await self.store.create_user(name, phc, 1)
         return phc
-
-
-@pytest_twisted.async_yield_fixture()
-async def database(database_uri: str) -> AsyncIterator[Database]:
-    db = Database.from_uri(database_uri)
-    await db.start()
-    try:
-        yield db
-    finally:
-        db.close()
 
 
 def make_world(db: Database, hasher: Any = None, **settings: Any) -> World:
