@@ -1,67 +1,40 @@
-"""Rate limits and connection caps, on an injected clock (tests use task.Clock)."""
+"""Rate limits and connection caps, on an injected clock (tests use task.Clock).
+
+The login limits (failed sign-ins per account and per address, registration attempts per
+address and per name) sit behind :class:`LoginLimits`. :class:`DatabaseLoginLimits` keeps
+their counters in the database, so a restart does not reset them and server processes that
+share a database share them.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from chatproto.storage.login_failures import UNLIMITED, Counter, LoginFailureStore
+
+log = Logger()
+
+_IPV6_NETWORK_MASK = ~((1 << 64) - 1)
 
 
-@dataclass
-class _Window:
-    start: float
-    count: int
-
-
-class WindowLimiter:
-    """At most ``limit`` events per key in a fixed window of ``window`` seconds.
-
-    A key's window starts at its first event and ends ``window`` seconds later, so a limit
-    always expires: nobody is locked out for longer than one window without new events.
-    """
-
-    def __init__(self, now: Callable[[], float], limit: int, window: float,
-                 max_keys: int = 100_000) -> None:
-        self._now = now
-        self.limit = limit
-        self.window = window
-        self._max_keys = max_keys
-        self._windows: dict[str, _Window] = {}
-
-    def _current(self, key: str) -> _Window | None:
-        w = self._windows.get(key)
-        if w is not None and self._now() - w.start >= self.window:
-            del self._windows[key]
-            return None
-        return w
-
-    def retry_after(self, key: str) -> float:
-        """Seconds until ``key`` may act again; 0 if it may act now."""
-        w = self._current(key)
-        if w is None or w.count < self.limit:
-            return 0.0
-        return max(0.0, w.start + self.window - self._now())
-
-    def hit(self, key: str) -> None:
-        """Count one event for ``key``."""
-        w = self._current(key)
-        if w is None:
-            if len(self._windows) >= self._max_keys:
-                self._expire()
-            self._windows[key] = _Window(self._now(), 1)
-        else:
-            w.count += 1
-
-    def reset(self, key: str) -> None:
-        self._windows.pop(key, None)
-
-    def _expire(self) -> None:
-        now = self._now()
-        for key in [k for k, w in self._windows.items() if now - w.start >= self.window]:
-            del self._windows[key]
-        if len(self._windows) >= self._max_keys:  # still full: forget the oldest half
-            oldest = sorted(self._windows, key=lambda k: self._windows[k].start)
-            for key in oldest[: len(oldest) // 2]:
-                del self._windows[key]
+def address_key(ip: str) -> str:
+    """The key the per-address limits count under: an IPv4 address itself (also when mapped
+    into IPv6), an IPv6 address's /64 (one subscriber usually holds a whole /64)."""
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return f"{ipaddress.IPv6Address(int(addr) & _IPV6_NETWORK_MASK)}/64"
+    return str(addr)
 
 
 @dataclass
@@ -73,10 +46,13 @@ class LimitSettings:
     max_handshakes: int = 256
     max_connections_per_ip: int = 64
     max_attempts: int = 5
+    #: Sign-in attempts per account per window that may fail (counted when they start).
     account_failures: int = 10
     account_window: float = 900.0
+    #: The same per client address (an IPv4 address, an IPv6 /64).
     ip_failures: int = 50
     ip_window: float = 900.0
+    #: Registration attempts (whatever their outcome) per client address per window.
     registrations_per_ip: int = 10
     registration_window: float = 3600.0
     ping_interval: float = 30.0
@@ -84,30 +60,91 @@ class LimitSettings:
     max_image_bytes: int = 10 * 1024 * 1024
 
 
-class LoginLimits:
-    """Failed-login limits per account and per IP, and registrations per IP.
+class LoginLimits(Protocol):
+    """The login limits: reserve an attempt before its password is hashed.
 
-    An account's failure limit does not apply from the address the account last signed in
-    from successfully, so an attacker elsewhere cannot lock its owner out; and every limit
-    ends with its window.
+    A reservation fires 0 when the attempt may go ahead (it is counted already), or the
+    milliseconds until a window ends when a limit applies (nothing was counted).
     """
 
-    def __init__(self, now: Callable[[], float], settings: LimitSettings) -> None:
-        self.account = WindowLimiter(now, settings.account_failures, settings.account_window)
-        self.ip = WindowLimiter(now, settings.ip_failures, settings.ip_window)
-        self.registrations = WindowLimiter(
-            now, settings.registrations_per_ip, settings.registration_window
-        )
+    def reserve_signin(self, name: str, ip: str, trusted_ip: str | None) -> Deferred[int]:
+        """Count a sign-in attempt on the account and the address; the account's limit does
+        not apply from ``trusted_ip`` (where the account last signed in)."""
 
-    def signin_retry_after(self, name: str, ip: str, trusted_ip: str | None) -> float:
-        wait = self.ip.retry_after(ip)
-        if trusted_ip != ip:
-            wait = max(wait, self.account.retry_after(name))
-        return wait
+    def signin_succeeded(self, name: str, ip: str) -> Deferred[None]:
+        """The password was right: release the address's reservation and clear the
+        account's failures."""
 
-    def signin_failed(self, name: str, ip: str) -> None:
-        self.account.hit(name)
-        self.ip.hit(ip)
+    def signin_unchecked(self, name: str, ip: str) -> Deferred[None]:
+        """The password was never checked (the hasher refused the job): release both."""
 
-    def signin_succeeded(self, name: str) -> None:
-        self.account.reset(name)
+    def reserve_registration(self, name: str, ip: str) -> Deferred[int]:
+        """Count a registration attempt (whatever its outcome) on the address and the name."""
+
+
+#: Registration attempts per name in one registration window (from any address).
+REGISTRATIONS_PER_NAME = 5
+#: Seconds between deletions of ended windows from the database.
+PURGE_INTERVAL = 600.0
+
+
+class DatabaseLoginLimits:
+    """:class:`LoginLimits` with the counters in the database (table ``login_failures``).
+
+    Memory does not grow with the number of names or addresses tried: nothing is held in
+    the process, and a window is deleted only after it has ended (at most every
+    ``purge_interval`` seconds, before a reservation).
+    """
+
+    def __init__(self, store: LoginFailureStore, settings: LimitSettings,
+                 now: Callable[[], float], *,
+                 registrations_per_name: int = REGISTRATIONS_PER_NAME,
+                 purge_interval: float = PURGE_INTERVAL) -> None:
+        self.store = store
+        self.settings = settings
+        self._now = now
+        self.registrations_per_name = registrations_per_name
+        self.purge_interval = purge_interval
+        self._next_purge = now() + purge_interval
+
+    def _now_ms(self) -> int:
+        return int(self._now() * 1000)
+
+    def _reserve(self, counters: list[Counter]) -> Deferred[int]:
+        now_ms = self._now_ms()
+        if self._now() < self._next_purge:
+            return self.store.reserve(now_ms, counters)
+        self._next_purge = self._now() + self.purge_interval
+        d = self.store.purge(now_ms)
+        d.addErrback(lambda f: log.failure("could not delete ended login-limit windows", f))
+        d.addCallback(lambda _: self.store.reserve(now_ms, counters))
+        return d
+
+    def reserve_signin(self, name: str, ip: str, trusted_ip: str | None) -> Deferred[int]:
+        s = self.settings
+        address = address_key(ip)
+        trusted = trusted_ip is not None and address_key(trusted_ip) == address
+        return self._reserve([
+            Counter("account", name, UNLIMITED if trusted else s.account_failures,
+                    _ms(s.account_window)),
+            Counter("ip", address, s.ip_failures, _ms(s.ip_window)),
+        ])
+
+    def signin_succeeded(self, name: str, ip: str) -> Deferred[None]:
+        return self.store.release(self._now_ms(), [("ip", address_key(ip))],
+                                  forget=[("account", name)])
+
+    def signin_unchecked(self, name: str, ip: str) -> Deferred[None]:
+        return self.store.release(self._now_ms(), [("account", name), ("ip", address_key(ip))])
+
+    def reserve_registration(self, name: str, ip: str) -> Deferred[int]:
+        s = self.settings
+        window = _ms(s.registration_window)
+        return self._reserve([
+            Counter("register-ip", address_key(ip), s.registrations_per_ip, window),
+            Counter("register-name", name, self.registrations_per_name, window),
+        ])
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)

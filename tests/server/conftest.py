@@ -34,6 +34,17 @@ def database_uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield uri
 
 
+@pytest_twisted.async_yield_fixture()
+async def database(database_uri: str) -> AsyncIterator[Database]:
+    """A started Database over each backend."""
+    db = Database.from_uri(database_uri)
+    await db.start()
+    try:
+        yield db
+    finally:
+        db.close()
+
+
 @pytest.fixture
 def sqlite_uri(tmp_path: Path) -> str:
     return f"sqlite:{tmp_path / 'chat.db'}"

@@ -34,6 +34,7 @@ from chatproto.wire.handshake import (
     ServerIdentityReceived,
     SigninRejected,
 )
+from tests.server.memory_limits import MemoryLoginLimits
 
 PASSWORD = "correct horse battery"
 
@@ -88,11 +89,14 @@ class FakeHasher:
     def stop(self) -> None:
         pass
 
-    def hash(self, password: str) -> Deferred[str]:
+    def hash(self, password: str, **queueing: Any) -> Deferred[str]:
         return defer.succeed("fake$" + hashlib.sha256(password.encode()).hexdigest())
 
-    def verify(self, password: str, phc: str | None) -> Deferred[bool]:
+    def verify(self, password: str, phc: str | None, **queueing: Any) -> Deferred[bool]:
         return defer.succeed(phc is not None and self.hash(password).result == phc)
+
+    def needs_rehash(self, phc: str) -> bool:
+        return False
 
 
 class Harness:
@@ -107,6 +111,7 @@ class Harness:
             store=self.store, hasher=FakeHasher(),  # type: ignore[arg-type]
             limits=LimitSettings(**limits),
         )
+        self.server.auth.login_limits = MemoryLoginLimits(self.clock, self.server.limits)
         self.factory = ChatServerFactory(self.server)
 
     def connect(self, ip: str = "10.0.0.1") -> Conn:
