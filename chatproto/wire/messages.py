@@ -66,6 +66,10 @@ MAX_PAGE = 256
 #: User names: 1 to 32 characters, lower-case ASCII letters, digits, ``_``, ``.`` and ``-``,
 #: starting with a letter or a digit.
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,31}")
+#: Longest key share or key-exchange response (ML-KEM-768 + X25519 need 1,216).
+MAX_SHARE_BYTES = 2048
+#: Versions and key shares one Hello2 may offer.
+MAX_OFFERED = 8
 #: Passwords on the wire: 1 to 1024 bytes of UTF-8 (the server's policy for new passwords is
 #: stricter: at least 8 characters).
 MAX_PASSWORD_BYTES = 1024
@@ -129,6 +133,7 @@ Key32 = Annotated[bytes, B32]
 MsgId = Annotated[bytes, B16]
 GroupId = Annotated[int, U64]
 Flag = Annotated[bool, Bool()]
+Share = Annotated[bytes, Bin(32, MAX_SHARE_BYTES)]
 
 
 # Nested records.
@@ -231,7 +236,7 @@ class Register(Message):
 
 @message(5)
 class Ack(Message):
-    server_key: Key32
+    server_key: Share  # 32 bytes in version 1; the suite's public key length in version 2
 
 
 @message(6)
@@ -255,7 +260,7 @@ class NckRegister(Message):
 
 @message(9)
 class ClientKey(Message):
-    client_key: Key32
+    client_key: Share  # 32 bytes in version 1; the suite's response length in version 2
 
 
 @message(10)
@@ -274,6 +279,38 @@ class HelloDone(Message):
 class HelloError(Message):
     code: Code
     reason: Reason
+
+
+# Protocol version 2 (section "Protocol version 2" of docs/protocol.rst).
+
+
+@record
+class KeyShare(Record):
+    """One key-exchange suite the client offers, with its public key for that suite."""
+
+    suite: Annotated[int, U16]
+    share: Share
+
+
+@message(13)
+class Hello2(Message):
+    """The version-2 Hello: every version and suite the client supports, in its preference."""
+
+    versions: Annotated[tuple[int, ...], ListOf(U16, MAX_OFFERED)]
+    client_random: Key32
+    key_shares: Annotated[tuple[KeyShare, ...], ListOf(RecordSpec(KeyShare), MAX_OFFERED)]
+
+
+@message(14)
+class ServerKey2(Message):
+    """The version-2 server key: the chosen version and suite sit inside the signed part."""
+
+    version: Annotated[int, U16]
+    suite: Annotated[int, U16]
+    server_random: Key32
+    server_share: Share
+    identity_key: Key32
+    signature: Annotated[bytes, B64]
 
 
 # Session messages.
@@ -523,3 +560,8 @@ class GroupSetRole(Message):
     group_id: GroupId
     names: Names
     admin: Flag
+
+
+@message(67)
+class KeyUpdate(Message):
+    """Version 2 only: the sender's later frames use its next traffic secret."""

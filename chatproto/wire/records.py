@@ -263,36 +263,60 @@ def encode_message(msg: Message, *, check: bool = True) -> bytes:
     return data
 
 
-def _unpack(data: bytes) -> Any:
+_UNPACK_LIMITS: dict[str, Any] = {
+    "raw": False,
+    "use_list": True,
+    "strict_map_key": True,
+    "max_str_len": MAX_MESSAGE_BYTES,
+    "max_bin_len": MAX_MESSAGE_BYTES,
+    "max_array_len": 4096,
+    "max_map_len": 0,
+    "max_ext_len": 0,
+}
+
+
+def _unpack(data: bytes, *, padded: bool = False) -> Any:
+    """One MessagePack value; with ``padded`` it may be followed by zero bytes (padding)."""
     if len(data) > MAX_MESSAGE_BYTES:
         raise RemoteProtocolError(ErrorCode.MALFORMED_MESSAGE, "message too large")
     try:
-        return msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            max_str_len=MAX_MESSAGE_BYTES,
-            max_bin_len=MAX_MESSAGE_BYTES,
-            max_array_len=4096,
-            max_map_len=0,
-            max_ext_len=0,
-        )
+        return msgpack.unpackb(data, **_UNPACK_LIMITS)
+    except msgpack.ExtraData as e:
+        if not padded:
+            raise RemoteProtocolError(
+                ErrorCode.MALFORMED_MESSAGE, "bytes after the message"
+            ) from None
+        extra = e.extra
+        if extra.count(0) != len(extra):
+            raise RemoteProtocolError(ErrorCode.BAD_PADDING, "nonzero message padding") from None
+        return e.unpacked
     except Exception as e:  # msgpack raises several types for bad input; all are the peer's
         raise RemoteProtocolError(ErrorCode.MALFORMED_MESSAGE, f"not MessagePack: {e}") from None
 
 
-def decode_message(data: bytes) -> Message:
-    """Decode and validate one message; RemoteProtocolError for anything else."""
-    value = _unpack(data)
+def decode_message(data: bytes, *, padded: bool = False, canonical: bool = False) -> Message:
+    """Decode and validate one message; RemoteProtocolError for anything else.
+
+    Args:
+        data: The layer-2 payload.
+        padded: Accept zero bytes after the message (protocol version 2 pads inside).
+        canonical: Also require the shortest MessagePack encoding (handshake messages),
+            so every implementation hashes the same bytes into the transcript.
+    """
+    value = _unpack(data, padded=padded)
     if type(value) is not list or not value or type(value[0]) is not int:
         raise RemoteProtocolError(ErrorCode.MALFORMED_MESSAGE, "expected [type, fields...]")
+    if value[0] < 0:
+        raise RemoteProtocolError(ErrorCode.MALFORMED_MESSAGE, "negative message type")
     cls = MESSAGE_TYPES.get(value[0])
     if cls is None:
         raise RemoteProtocolError(
             ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown message type {value[0]}"
         )
-    return cls._from_fields(value[1:], cls.__name__)
+    msg = cls._from_fields(value[1:], cls.__name__)
+    if canonical and not data.startswith(_packer.pack(value)):
+        raise RemoteProtocolError(ErrorCode.MALFORMED_MESSAGE, "not canonical MessagePack")
+    return msg
 
 
 def decode_record(cls: type[R], data: bytes) -> R:

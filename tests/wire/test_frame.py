@@ -180,7 +180,7 @@ def test_constants() -> None:
     """The layout constants match the specification."""
     assert (HEADER_LEN, TAG_LEN, KEY_LEN, IV_LEN) == (17, 16, 32, 12)
     assert DEFAULT_MAX_BODY == 1048576
-    assert MAX_PLAIN_BODY == 1024
+    assert MAX_PLAIN_BODY == 4096
     assert MAX_FRAMES == 2**32
 
 

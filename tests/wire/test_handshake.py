@@ -568,7 +568,7 @@ def _filler(machine: Machine, data: bytes) -> bytes:
         need = HEADER_LEN + n + pad + TAG_LEN
     else:
         (n,) = struct.unpack_from(">I", data)
-        need = PLAIN_HEADER_LEN + min(n, 2000)
+        need = PLAIN_HEADER_LEN + min(n, 5000)
     return bytes(max(0, need - len(data)) + 64)
 
 
