@@ -270,7 +270,8 @@ class FrameEncoder:
             raise LocalProtocolError(ErrorCode.MALFORMED_FRAME, "empty plaintext frame")
         if n > MAX_PLAIN_BODY:
             raise LocalProtocolError(
-                ErrorCode.FRAME_TOO_LARGE, f"plaintext payload of {n} bytes exceeds {MAX_PLAIN_BODY}"
+                ErrorCode.FRAME_TOO_LARGE,
+                f"plaintext payload of {n} bytes exceeds {MAX_PLAIN_BODY}",
             )
         return _PLAIN_HEADER.pack(n) + payload
 
