@@ -194,6 +194,10 @@ class FrameEncoder:
         self._seq = 0
         self._volume = 0
 
+    def set_padding(self, padding: Callable[[int], int]) -> None:
+        """Change the padding policy for later frames (version 2 pads inside messages)."""
+        self._padding = padding
+
     @property
     def seq(self) -> int:
         """Number of encrypted frames sent under the current keys."""
