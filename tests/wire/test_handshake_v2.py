@@ -628,3 +628,18 @@ def test_whole_flow_matches_the_vectors() -> None:
 
 if __name__ == "__main__":
     print(render_vectors(), end="")
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_default_keys_come_from_generate(version: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a fixed rng no private key is built from raw random bytes: X25519 and ML-KEM
+    keys come from generate()."""
+    def refuse(*args: Any) -> Any:
+        raise AssertionError("private key from raw bytes")
+
+    monkeypatch.setattr(X25519PrivateKey, "from_private_bytes", refuse)
+    monkeypatch.setattr(MLKEM768PrivateKey, "from_seed_bytes", refuse)
+    link = Link(ClientHandshake(version=version), ServerHandshake(IDENTITY))
+    link.connect()
+    link.login()
+    exchange_session_messages(link)
