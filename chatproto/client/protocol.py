@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from chatproto.client.errors import ConnectionLost, HandshakeTimeout
 from chatproto.wire import messages as m
-from chatproto.wire.errors import ErrorCode, ProtocolError, RemoteProtocolError
+from chatproto.wire.errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
 from chatproto.wire.handshake import (
     ClientEvent,
     ClientHandshake,
@@ -150,10 +150,20 @@ class ChatClientProtocol(Protocol):
         """Send one session message now.
 
         Raises:
-            LocalProtocolError: If the message is invalid (nothing is sent).
+            LocalProtocolError: If the message is invalid (nothing is sent), or FRAME_LIMIT
+                when version-1 keys reached their volume limit (the connection is closed).
         """
         assert self.session is not None, "not signed in"
-        self.transport.write(self.session.send(msg))
+        try:
+            data = self.session.send(msg)
+        except LocalProtocolError as e:
+            if e.code is ErrorCode.FRAME_LIMIT:
+                # Version 1's keys protected their volume limit: close, so the owner
+                # reconnects with fresh keys (version 2 updates its keys instead).
+                self.close(ConnectionLost("the session keys reached their volume limit",
+                                          cause=e))
+            raise
+        self.transport.write(data)
 
     def send_stream(self, msgs: Iterable[m.Message]) -> Deferred[None]:
         """Send messages one frame at a time as the transport asks for data (a pull producer),

@@ -607,3 +607,36 @@ def test_client_never_sends_an_error_frame_during_the_handshake() -> None:
     h.protocol.dataReceived(b"\x00\x00\x00\x03abc")
     assert h.protocol.closed
     assert h.transport.value() == b""
+
+
+def test_version_1_volume_limit_closes_the_connection() -> None:
+    """A version-1 session whose keys reached their volume limit refuses to send and closes
+    the connection (the owner reconnects with fresh keys)."""
+    from chatproto.client.protocol import ChatClientProtocol
+    from chatproto.wire.errors import LocalProtocolError
+    from chatproto.wire.frame import FrameDecoder, FrameEncoder
+    from chatproto.wire.handshake import ClientHandshake
+
+    lost: list[Failure] = []
+
+    class Delegate:
+        def handshake_event(self, protocol: Any, event: Any) -> None:
+            pass
+
+        def message_received(self, protocol: Any, msg: Any) -> None:
+            pass
+
+        def connection_lost(self, protocol: Any, reason: Failure) -> None:
+            lost.append(reason)
+
+    protocol = ChatClientProtocol(Delegate(), MemoryReactorClock(),
+                                  handshake=ClientHandshake(version=1))
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    key, iv = bytes(32), bytes(12)
+    protocol.session = Session(FrameEncoder(key, iv), FrameDecoder(key, iv), volume_limit=400)
+    with pytest.raises(LocalProtocolError) as info:
+        for i in range(20):
+            protocol.send(m.Ping(i))
+    assert info.value.code is ErrorCode.FRAME_LIMIT
+    assert protocol.closed and transport.disconnecting

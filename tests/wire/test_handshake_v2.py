@@ -643,3 +643,17 @@ def test_default_keys_come_from_generate(version: int, monkeypatch: pytest.Monke
     link.connect()
     link.login()
     exchange_session_messages(link)
+
+
+def test_non_canonical_v1_hello_is_rejected() -> None:
+    """Version 1 too: a Hello whose version is written as uint16 (cd 00 01) instead of the
+    fixint 01 is MALFORMED_MESSAGE (both sides hash the bytes into the transcript)."""
+    client = ClientHandshake(version=1)
+    client.start()
+    body = client.data_to_send()[PLAIN_HEADER_LEN:]
+    assert body[:3] == b"\x94\x01\x01"
+    longer = b"\x94\x01\xcd\x00\x01" + body[3:]
+    assert m.decode_message(longer) == m.decode_message(body)
+    with pytest.raises(RemoteProtocolError) as info:
+        ServerHandshake(IDENTITY).receive_data(len(longer).to_bytes(4, "big") + longer)
+    assert info.value.code is ErrorCode.MALFORMED_MESSAGE
