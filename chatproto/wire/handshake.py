@@ -62,14 +62,6 @@ from chatproto.wire.padding import pad_message
 from chatproto.wire.session import Session
 from chatproto.wire.suites import SUITES, X25519_ID, KeyPair, Seed, Suite, default_suites
 
-__all__ = [
-    "DEFAULT_MAX_ATTEMPTS", "MAX_BUFFER_WHILE_WAITING", "SUPPORTED_VERSIONS", "ClientEvent",
-    "ClientHandshake", "ClientState", "CredentialsReceived", "HandshakeFailed", "LoginComplete",
-    "LoginVerified", "Registered", "RegisterRejected", "ServerEvent", "ServerHandshake",
-    "ServerIdentityReceived", "ServerState", "SigninRejected", "server_key_tbs",
-    "server_key2_tbs", "unauthenticated_reason",
-]
-
 #: While the handshake waits for a decision (password check, login bookkeeping) the peer should
 #: send nothing; at most this many bytes are buffered before that is a protocol violation.
 MAX_BUFFER_WHILE_WAITING = 64 * 1024
