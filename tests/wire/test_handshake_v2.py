@@ -24,6 +24,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from hypothesis import settings
 
 from chatproto.wire import messages as m
 from chatproto.wire import schedule
@@ -55,6 +56,7 @@ from tests.wire.test_handshake import (
     PASSWORD,
     SERVER_TIME,
     SESSION_ID,
+    HandshakeMachine,
     Link,
     exchange_session_messages,
     raw,
@@ -657,3 +659,25 @@ def test_non_canonical_v1_hello_is_rejected() -> None:
     with pytest.raises(RemoteProtocolError) as info:
         ServerHandshake(IDENTITY).receive_data(len(longer).to_bytes(4, "big") + longer)
     assert info.value.code is ErrorCode.MALFORMED_MESSAGE
+
+
+class HandshakeMachineV2(HandshakeMachine):
+    """The same random register/sign-in sequences and chunked deliveries over version 2,
+    alternating between the hybrid and the X25519 suite per connection."""
+
+    def _new_connection(self) -> None:
+        self.client = ClientHandshake(
+            suites=(X25519_ID,) if self.connections % 2 else (HYBRID, X25519_ID))
+        self.server = ServerHandshake(IDENTITY, max_attempts=4)
+        self.pending_c2s = b""
+        self.pending_s2c = b""
+        self.client_events: list[Any] = []
+        self.server_events: list[Any] = []
+        self.rejections = 0
+        self.connections += 1
+        self.client.start()
+        self._flush()
+
+
+TestHandshakeMachineV2 = HandshakeMachineV2.TestCase
+TestHandshakeMachineV2.settings = settings(max_examples=20, stateful_step_count=30)
