@@ -449,6 +449,10 @@ class ServerHandshake(_Machine):
         self._max_attempts = max_attempts
         self._versions = tuple(versions)
         self._suites = tuple(suites) if suites is not None else default_suites()
+        if not self._versions or not set(self._versions) <= set(SUPPORTED_VERSIONS) or (
+                not self._suites or not set(self._suites) <= set(SUITES)):
+            raise LocalProtocolError(ErrorCode.INTERNAL_ERROR,
+                                     f"bad versions {versions} or suites {suites}")
         self._attempts = 0
         self.state = ServerState.AWAIT_HELLO
         self._hs_secret = b""

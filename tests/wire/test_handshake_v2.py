@@ -681,3 +681,10 @@ class HandshakeMachineV2(HandshakeMachine):
 
 TestHandshakeMachineV2 = HandshakeMachineV2.TestCase
 TestHandshakeMachineV2.settings = settings(max_examples=20, stateful_step_count=30)
+
+
+def test_server_refuses_bad_configuration() -> None:
+    """Unknown versions or suites, or empty lists, are our own error at construction."""
+    for kwargs in ({"versions": ()}, {"versions": (3,)}, {"suites": ()}, {"suites": (7,)}):
+        with pytest.raises(LocalProtocolError):
+            ServerHandshake(IDENTITY, **kwargs)  # type: ignore[arg-type]
