@@ -11,7 +11,10 @@ deleted and duplicated runs, random bytes), to:
 * ``decode_message`` (valid encodings of every message type, built from the field specs);
 * ``decode_record`` (every nested record type);
 * ``ServerHandshake.receive_data`` and ``ClientHandshake.receive_data`` (mutations of a
-  valid register / wrong signin / signin transcript, answered by a scripted peer).
+  valid register / wrong signin / signin transcript, answered by a scripted peer), for
+  protocol version 1, version 2 with the X25519 suite and version 2 with X25519MLKEM768
+  (its ML-KEM encapsulation is random, so mutated client transcripts reach the server's
+  Hello2 handling and the client side goes all the way), sessions included (KeyUpdate).
 
 Any exception other than RemoteProtocolError is unexpected; the first few are printed with
 their traceback and how to reproduce them. Prints ``ran N inputs, U unexpected exceptions`` and
@@ -46,6 +49,7 @@ from chatproto.wire.handshake import (  # noqa: E402
     ServerHandshake,
     ServerState,
 )
+from chatproto.wire.suites import X25519_ID  # noqa: E402
 
 IDENTITY = Ed25519PrivateKey.from_private_bytes(bytes(32))
 KEY = bytes(range(32))
@@ -55,9 +59,17 @@ MAX_UNEXPECTED_SHOWN = 5
 
 
 def counter_rng(label: bytes) -> Callable[[int], bytes]:
-    """Deterministic rng: call i returns SHA-256(label || uint32 BE i)[:n]."""
+    """Deterministic rng: call i returns SHA-512(label || uint32 BE i)[:n]."""
     counter = itertools.count()
-    return lambda n: hashlib.sha256(label + struct.pack(">I", next(counter))).digest()[:n]
+    return lambda n: hashlib.sha512(label + struct.pack(">I", next(counter))).digest()[:n]
+
+
+#: The handshake variants fuzzed: client and server constructor arguments.
+VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "v1": ({"version": 1}, {}),
+    "v2-x25519": ({"suites": (X25519_ID,)}, {"suites": (X25519_ID,)}),
+    "v2-hybrid": ({}, {}),
+}
 
 
 # --------------------------------------------------------------------- valid seed data
@@ -95,12 +107,13 @@ RECORD_TYPES: list[type[m.Record]] = [
 ]
 
 
-def handshake_transcript() -> tuple[list[bytes], list[bytes]]:
+def handshake_transcript(variant: str) -> tuple[list[bytes], list[bytes]]:
     """The client->server and server->client flushes of a full, valid handshake with fixed
     randomness: register, wrong signin, signin, completion, then one session message each
     way."""
-    client = ClientHandshake(rng=counter_rng(b"client"))
-    server = ServerHandshake(IDENTITY, rng=counter_rng(b"server"))
+    client_args, server_args = VARIANTS[variant]
+    client = ClientHandshake(rng=counter_rng(b"client"), **client_args)
+    server = ServerHandshake(IDENTITY, rng=counter_rng(b"server"), **server_args)
     c2s: list[bytes] = []
     s2c: list[bytes] = []
 
@@ -200,9 +213,10 @@ class Fuzzer:
             self.keyed_streams.append(
                 b"".join(enc.encode(b) for b in rnd.sample(bodies, rnd.randint(1, 4)))
             )
-        self.c2s, self.s2c = handshake_transcript()
-        self.pool = (self.messages + self.plain_streams + self.keyed_streams + self.c2s
-                     + self.s2c)
+        self.transcripts = {name: handshake_transcript(name) for name in VARIANTS}
+        self.pool = self.messages + self.plain_streams + self.keyed_streams
+        for c2s, s2c in self.transcripts.values():
+            self.pool += c2s + s2c
 
     def _input(self, seeds: list[bytes]) -> bytes:
         rnd = self.rnd
@@ -211,9 +225,11 @@ class Fuzzer:
         return mutate(rnd.choice(seeds), rnd, self.pool)
 
     def decode_message(self) -> None:
-        """decode_message on a mutated encoding."""
+        """decode_message on a mutated encoding (sometimes padded, sometimes canonical)."""
+        rnd = self.rnd
         try:
-            m.decode_message(self._input(self.messages))
+            m.decode_message(self._input(self.messages), padded=rnd.random() < 0.3,
+                             canonical=rnd.random() < 0.3)
         except RemoteProtocolError:
             pass
 
@@ -250,14 +266,18 @@ class Fuzzer:
             decoder = FrameDecoder(KEY, IV)
         self._drain(decoder, self._input(self.keyed_streams))
 
-    def _stream(self, flushes: list[bytes]) -> list[bytes]:
+    def _stream(self, variant: str, upstream: bool) -> list[bytes]:
         """A mutated transcript, cut into pieces mostly at the original flush boundaries (the
         peer only sends its next flush after this side acted on the previous one)."""
         rnd = self.rnd
         if rnd.random() < 0.1:
             return chunks(rnd.randbytes(rnd.randint(0, 200)), rnd)
         if rnd.random() < 0.05:  # reflection: the other direction's bytes
-            flushes = self.s2c if flushes is self.c2s else self.c2s
+            upstream = not upstream
+        if rnd.random() < 0.05:  # another version's transcript
+            variant = rnd.choice(list(VARIANTS))
+        c2s, s2c = self.transcripts[variant]
+        flushes = c2s if upstream else s2c
         # Often keep a valid prefix of k flushes so the mutations reach the later states.
         k = rnd.randrange(len(flushes)) if rnd.random() < 0.6 else 0
         prefix = b"".join(flushes[:k])
@@ -273,10 +293,11 @@ class Fuzzer:
     def server(self) -> None:
         """ServerHandshake.receive_data on a mutated client transcript; a scripted server
         answers every request as in the original run."""
-        server = ServerHandshake(IDENTITY, rng=counter_rng(b"server"))
+        variant = self.rnd.choice(list(VARIANTS))
+        server = ServerHandshake(IDENTITY, rng=counter_rng(b"server"), **VARIANTS[variant][1])
         events: list[Any] = []
         try:
-            for piece in self._stream(self.c2s):
+            for piece in self._stream(variant, True):
                 if server.state is ServerState.DONE:
                     assert server.session is not None
                     server.session.receive_data(piece)
@@ -307,11 +328,12 @@ class Fuzzer:
     def client(self) -> None:
         """ClientHandshake.receive_data on a mutated server transcript; a scripted client
         accepts the identity, registers, signs in wrongly, then rightly."""
-        client = ClientHandshake(rng=counter_rng(b"client"))
+        variant = self.rnd.choice(list(VARIANTS))
+        client = ClientHandshake(rng=counter_rng(b"client"), **VARIANTS[variant][0])
         client.start()
         script = iter([("register", PASSWORD), ("signin", WRONG), ("signin", PASSWORD)])
         try:
-            for piece in self._stream(self.s2c):
+            for piece in self._stream(variant, False):
                 if client.state is ClientState.DONE:
                     assert client.session is not None
                     client.session.receive_data(piece)

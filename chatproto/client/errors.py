@@ -7,6 +7,7 @@ Every exception derives from :class:`ChatClientError`. Errors the server reports
 from __future__ import annotations
 
 from chatproto.wire.errors import ErrorCode
+from chatproto.wire.handshake_events import unauthenticated_reason
 
 __all__ = [
     "ChatClientError",
@@ -129,10 +130,25 @@ class _CodedError(ChatClientError):
 class HandshakeError(_CodedError):
     """The handshake failed (hello error, too many attempts, an ERROR); the connection closes.
 
+    An ERROR that arrived before any key existed is unauthenticated: its ``reason`` is then the
+    fixed text of :func:`~chatproto.wire.handshake_events.unauthenticated_reason`, which names
+    only the code's class, and the message shows that text alone (not the code's name, which
+    anyone on the path could have chosen).
+
     Attributes:
         code: The error code.
-        reason: The server's explanation.
+        reason: The server's explanation, or the fixed text for an unauthenticated ERROR.
+        authenticated: Whether the code and reason came under the handshake keys.
     """
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(code, reason)
+        self.authenticated = reason != unauthenticated_reason(code)
+        if not self.authenticated:
+            self.args = (reason,)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class _RejectedError(_CodedError):

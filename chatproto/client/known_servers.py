@@ -2,14 +2,44 @@
 
 Each line is ``host:port SHA256:<base64>``; blank lines and lines starting with ``#`` are
 ignored, as is anything after the fingerprint. The file is created with mode 0600.
+
+Host names are compared in a normal form (:func:`normalize_host`): lower case, without a
+trailing dot, the port as a decimal number and IPv6 addresses in their compressed form, so
+``Chat.Example.:07000`` and ``chat.example:7000`` are the same pin.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
-__all__ = ["KnownServers", "endpoint_host"]
+__all__ = ["KnownServers", "endpoint_host", "normalize_host"]
+
+
+def normalize_host(host: str) -> str:
+    """The normal form of a ``host:port`` pin key (``[v6]:port`` for IPv6).
+
+    Args:
+        host: A ``host:port`` string as the user or an endpoint description wrote it.
+
+    Returns:
+        Lower case, trailing dot removed, port as a decimal number without leading zeros, IPv6
+        compressed; a key that is not ``host:port`` (a UNIX socket path) is kept as it is.
+    """
+    name, sep, port = host.rpartition(":")
+    if not sep or not name or not port.isascii() or not port.isdigit():
+        return host
+    if name.startswith("[") and name.endswith("]"):
+        try:
+            name = f"[{ipaddress.IPv6Address(name[1:-1]).compressed}]"
+        except ValueError:
+            name = name.lower()
+    else:
+        name = name.lower()
+        if name.endswith(".") and len(name) > 1:
+            name = name[:-1]
+    return f"{name}:{int(port)}"
 
 FINGERPRINT_PREFIX = "SHA256:"
 
@@ -57,8 +87,9 @@ class KnownServers:
         Returns:
             The first fingerprint pinned for ``host``, or None.
         """
+        wanted = normalize_host(host)
         for known, fp in self.entries():
-            if known == host:
+            if normalize_host(known) == wanted:
                 return fp
         return None
 
@@ -74,6 +105,7 @@ class KnownServers:
         """
         if not host or host.startswith("#") or any(c.isspace() for c in host):
             raise ValueError(f"invalid host {host!r}")
+        host = normalize_host(host)
         if not fingerprint.startswith(FINGERPRINT_PREFIX) or any(
             c.isspace() for c in fingerprint
         ):
@@ -118,7 +150,7 @@ def endpoint_host(description: str) -> str:
         description: The endpoint description given to ``clientFromString``.
 
     Returns:
-        The pinning key.
+        The pinning key, in normal form (:func:`normalize_host`).
     """
     _kind, *args = _split_description(description)
     positional = [a for a in args if "=" not in a]
@@ -129,4 +161,4 @@ def endpoint_host(description: str) -> str:
         return description
     if ":" in host:
         host = f"[{host}]"
-    return f"{host}:{port}"
+    return normalize_host(f"{host}:{port}")

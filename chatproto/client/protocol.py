@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from chatproto.client.errors import ConnectionLost, HandshakeTimeout
 from chatproto.wire import messages as m
-from chatproto.wire.errors import ErrorCode, ProtocolError, RemoteProtocolError
+from chatproto.wire.errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
 from chatproto.wire.handshake import (
     ClientEvent,
     ClientHandshake,
@@ -115,8 +115,8 @@ class ChatClientProtocol(Protocol):
             if self.session is not None:
                 self._dispatch()
         except ProtocolError as e:
-            code = e.code if isinstance(e, RemoteProtocolError) else ErrorCode.INTERNAL_ERROR
-            self.close(e, code=code, reason=e.message)
+            # A client never sends ERROR (docs/protocol.rst): it just closes the connection.
+            self.close(e)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Stop the timers, fail the outgoing streams and tell the delegate."""
@@ -150,10 +150,20 @@ class ChatClientProtocol(Protocol):
         """Send one session message now.
 
         Raises:
-            LocalProtocolError: If the message is invalid (nothing is sent).
+            LocalProtocolError: If the message is invalid (nothing is sent), or FRAME_LIMIT
+                when version-1 keys reached their volume limit (the connection is closed).
         """
         assert self.session is not None, "not signed in"
-        self.transport.write(self.session.send(msg))
+        try:
+            data = self.session.send(msg)
+        except LocalProtocolError as e:
+            if e.code is ErrorCode.FRAME_LIMIT:
+                # Version 1's keys protected their volume limit: close, so the owner
+                # reconnects with fresh keys (version 2 updates its keys instead).
+                self.close(ConnectionLost("the session keys reached their volume limit",
+                                          cause=e))
+            raise
+        self.transport.write(data)
 
     def send_stream(self, msgs: Iterable[m.Message]) -> Deferred[None]:
         """Send messages one frame at a time as the transport asks for data (a pull producer),
@@ -173,24 +183,17 @@ class ChatClientProtocol(Protocol):
             self.transport.registerProducer(self._producer, False)
         return stream.done
 
-    def close(self, error: BaseException | None = None, *, code: ErrorCode | None = None,
-              reason: str = "") -> None:
-        """Close the connection, optionally telling the server why first.
+    def close(self, error: BaseException | None = None) -> None:
+        """Close the connection (after writing what is queued); a client sends no ERROR.
 
         Args:
             error: Reported to the delegate as the reason of the close.
-            code: If given, an ERROR with this code and ``reason`` is sent first.
-            reason: The explanation sent with ``code``.
         """
         if self.closed:
             return
         self.closed = True
         if error is not None and self._close_error is None:
             self._close_error = error
-        if code is not None:
-            frame = self.handshake.error_frame(code, reason)
-            if frame and self.transport is not None:
-                self.transport.write(frame)
         if self.transport is not None:
             self.transport.loseConnection()
 

@@ -40,6 +40,7 @@ __all__ = [
     "IV_LEN",
     "KEY_LEN",
     "MAX_FRAMES",
+    "MAX_BUFFER_SLACK",
     "MAX_PLAIN_BODY",
     "PLAIN_HEADER_LEN",
     "TAG_LEN",
@@ -51,8 +52,8 @@ __all__ = [
 
 DEFAULT_MAX_BODY = 1024 * 1024
 """Default bound on ``msg_length + pad_length`` of an encrypted frame."""
-MAX_PLAIN_BODY = 1024
-"""Largest body of a plaintext (handshake) frame."""
+MAX_PLAIN_BODY = 4096
+"""Largest body of a plaintext (handshake) frame (version 2's hybrid key shares need 1,300)."""
 HEADER_LEN = 17
 """Length of an encrypted frame header."""
 PLAIN_HEADER_LEN = 4
@@ -65,6 +66,9 @@ IV_LEN = 12
 """Length of the static iv and of the per-frame iv."""
 MAX_FRAMES = 2**32
 """Number of frames that may be sent in one direction under one key."""
+
+MAX_BUFFER_SLACK = 64 * 1024
+"""The decoder buffers at most two whole frames plus this many bytes (one read's worth)."""
 
 _MAX_UINT32 = 0xFFFFFFFF
 _MAX_PAD = 0xFF
@@ -168,6 +172,7 @@ class FrameEncoder:
         self._aead: AESGCM | None = None
         self._iv_int = 0
         self._seq = 0
+        self._volume = 0
         if key is not None or static_iv is not None:
             if key is None or static_iv is None:
                 raise LocalProtocolError(
@@ -176,7 +181,7 @@ class FrameEncoder:
             self.set_keys(key, static_iv)
 
     def set_keys(self, key: bytes, static_iv: bytes) -> None:
-        """Switch to (new) keys; the frame counter restarts at 0.
+        """Switch to (new) keys; the frame counter and the volume restart at 0.
 
         Args:
             key: The 32-byte AES-256 key.
@@ -187,11 +192,21 @@ class FrameEncoder:
         """
         self._aead, self._iv_int = _check_keys(key, static_iv)
         self._seq = 0
+        self._volume = 0
+
+    def set_padding(self, padding: Callable[[int], int]) -> None:
+        """Change the padding policy for later frames (version 2 pads inside messages)."""
+        self._padding = padding
 
     @property
     def seq(self) -> int:
         """Number of encrypted frames sent under the current keys."""
         return self._seq
+
+    @property
+    def volume(self) -> int:
+        """Bytes encrypted under the current keys (``msg_length + pad_length`` summed)."""
+        return self._volume
 
     @property
     def keyed(self) -> bool:
@@ -233,6 +248,7 @@ class FrameEncoder:
         iv = (self._iv_int ^ seq).to_bytes(IV_LEN, "big")
         header = _HEADER.pack(n, pad, iv)
         self._seq = seq + 1
+        self._volume += n + pad
         if pad:
             payload = bytes(payload) + _ZEROS[:pad]
         return header + aead.encrypt(iv, payload, header)
@@ -258,7 +274,8 @@ class FrameEncoder:
             raise LocalProtocolError(ErrorCode.MALFORMED_FRAME, "empty plaintext frame")
         if n > MAX_PLAIN_BODY:
             raise LocalProtocolError(
-                ErrorCode.FRAME_TOO_LARGE, f"plaintext payload of {n} bytes exceeds 1024"
+                ErrorCode.FRAME_TOO_LARGE,
+                f"plaintext payload of {n} bytes exceeds {MAX_PLAIN_BODY}",
             )
         return _PLAIN_HEADER.pack(n) + payload
 
@@ -279,6 +296,7 @@ class FrameDecoder:
         *,
         max_body: int = DEFAULT_MAX_BODY,
         max_frames: int = MAX_FRAMES,
+        max_buffer: int | None = None,
     ) -> None:
         """Create a decoder.
 
@@ -287,6 +305,8 @@ class FrameDecoder:
             static_iv: The 12-byte static iv (required with ``key``).
             max_body: Largest ``msg_length + pad_length`` accepted.
             max_frames: Number of frames accepted under one key (tests lower it).
+            max_buffer: Most bytes held unconsumed (default: two largest frames plus
+                ``MAX_BUFFER_SLACK``); more is FRAME_TOO_LARGE.
 
         Raises:
             LocalProtocolError: If the key, iv or limits are invalid.
@@ -294,11 +314,16 @@ class FrameDecoder:
         _check_limits(max_body, max_frames)
         self._max_body = max_body
         self._max_frames = max_frames
+        if max_buffer is None:
+            largest = max(max_body, MAX_PLAIN_BODY) + HEADER_LEN + TAG_LEN
+            max_buffer = 2 * largest + MAX_BUFFER_SLACK
+        self._max_buffer = max_buffer
         self._buf = bytearray()
         self._pos = 0
         self._aead: AESGCM | None = None
         self._iv_int = 0
         self._seq = 0
+        self._volume = 0
         self._error: RemoteProtocolError | None = None
         if key is not None or static_iv is not None:
             if key is None or static_iv is None:
@@ -324,11 +349,17 @@ class FrameDecoder:
             raise self._error
         self._aead, self._iv_int = _check_keys(key, static_iv)
         self._seq = 0
+        self._volume = 0
 
     @property
     def seq(self) -> int:
         """Number of encrypted frames received under the current keys."""
         return self._seq
+
+    @property
+    def volume(self) -> int:
+        """Bytes decrypted under the current keys (``msg_length + pad_length`` summed)."""
+        return self._volume
 
     @property
     def keyed(self) -> bool:
@@ -373,9 +404,15 @@ class FrameDecoder:
             data: Any number of bytes, split anywhere.
 
         Raises:
-            RemoteProtocolError: If the decoder is broken.
+            RemoteProtocolError: FRAME_TOO_LARGE if more than ``max_buffer`` bytes would be
+                held unconsumed; or the error that broke the decoder.
         """
         if self._error is not None:
+            raise self._error
+        if self.buffered + len(data) > self._max_buffer:
+            self._error = self._fail(
+                ErrorCode.FRAME_TOO_LARGE, f"more than {self._max_buffer} bytes buffered"
+            )
             raise self._error
         pos = self._pos
         if pos:
@@ -468,6 +505,7 @@ class FrameDecoder:
                 raise self._fail(ErrorCode.BAD_PADDING, f"nonzero padding in frame {seq}")
             plain = plain[:msg_len]
         self._seq = seq + 1
+        self._volume += body
         pos += total
         if pos == len(buf):
             buf.clear()

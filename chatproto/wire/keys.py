@@ -14,16 +14,18 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from chatproto.wire.errors import ErrorCode, RemoteProtocolError
+from chatproto.wire.suites import x25519_exchange
+
+__all__ = [
+    "Transcript", "TrafficKeys", "constant_time_equal", "derive_handshake_keys",
+    "derive_session_keys", "fingerprint", "finished_mac", "signature_input", "x25519_exchange",
+]
 
 SIGNATURE_CONTEXT = b"chatproto/1 server key signature\x00"
 HANDSHAKE_INFO = b"chatproto/1 handshake keys"
 SESSION_INFO = b"chatproto/1 session keys"
-KEY_LEN = 32
-IV_LEN = 12
 
 
 class Transcript:
@@ -45,12 +47,14 @@ class Transcript:
         return self._hash.copy().digest()
 
 
-def signature_input(hello_body: bytes, server_key_tbs: bytes) -> bytes:
-    """What the server signs: a context string and the hash of Hello and the unsigned key part."""
+def signature_input(hello_body: bytes, server_key_tbs: bytes, *,
+                    context: bytes = SIGNATURE_CONTEXT) -> bytes:
+    """What the server signs: a context string (version 1's by default) and the hash of the
+    Hello as sent and the unsigned part of the server key message."""
     transcript = Transcript()
     transcript.add(hello_body)
     transcript.add(server_key_tbs)
-    return SIGNATURE_CONTEXT + transcript.digest()
+    return context + transcript.digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +103,6 @@ def finished_mac(finished_key: bytes, transcript_hash: bytes) -> bytes:
 def constant_time_equal(a: bytes, b: bytes) -> bool:
     """Compare secrets without leaking where they differ."""
     return hmac.compare_digest(a, b)
-
-
-def x25519_exchange(private_key: X25519PrivateKey, peer_public: bytes) -> bytes:
-    """X25519; a peer key that yields the all-zero secret is the peer's protocol error."""
-    try:
-        return private_key.exchange(X25519PublicKey.from_public_bytes(peer_public))
-    except ValueError:
-        raise RemoteProtocolError(ErrorCode.MALFORMED_MESSAGE, "invalid X25519 public key")
 
 
 def fingerprint(identity_public: bytes) -> str:

@@ -10,22 +10,50 @@ Nested records (list entries such as :class:`PresenceInfo`) are arrays without a
 
 from __future__ import annotations
 
-import abc
-import dataclasses
 import re
-import typing
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, TypeVar, dataclass_transform
-
-import msgpack
+from typing import Annotated, Any
 
 from chatproto.wire.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from chatproto.wire.records import (
+    B16,
+    B32,
+    B64,
+    MAX_MESSAGE_BYTES,
+    MESSAGE_TYPES,
+    U8,
+    U16,
+    U32,
+    U64,
+    Bin,
+    Bool,
+    FieldSpec,
+    ListOf,
+    Message,
+    Optional,
+    Record,
+    RecordSpec,
+    Text,
+    UInt,
+    decode_message,
+    decode_record,
+    encode_message,
+    encode_record,
+    message,
+    record,
+)
+from chatproto.wire.records import bad_field as _bad
 
+__all__ = [
+    "B16", "B32", "B64", "MAX_MESSAGE_BYTES", "MESSAGE_TYPES", "U8", "U16", "U32", "U64", "Bin",
+    "Bool", "ErrorCode", "FieldSpec", "ListOf", "LocalProtocolError", "Message", "Optional",
+    "Record", "RecordSpec", "RemoteProtocolError", "Text", "UInt", "decode_message",
+    "decode_record", "encode_message", "encode_record", "message", "record",
+]
+
+#: The protocol version of the original handshake (Hello, type 1).
 PROTOCOL_VERSION = 1
 
-#: Largest encoded message; the frame layer bounds it too (1 MiB), this is a second fence.
-MAX_MESSAGE_BYTES = 1024 * 1024
 #: A text body is at most this many bytes of UTF-8.
 MAX_TEXT_BYTES = 64 * 1024
 #: One image chunk (in CHAT or IMAGE_CHUNK) carries at most this many bytes.
@@ -38,6 +66,10 @@ MAX_PAGE = 256
 #: User names: 1 to 32 characters, lower-case ASCII letters, digits, ``_``, ``.`` and ``-``,
 #: starting with a letter or a digit.
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,31}")
+#: Longest key share or key-exchange response (ML-KEM-768 + X25519 need 1,216).
+MAX_SHARE_BYTES = 2048
+#: Versions and key shares one Hello2 may offer.
+MAX_OFFERED = 8
 #: Passwords on the wire: 1 to 1024 bytes of UTF-8 (the server's policy for new passwords is
 #: stricter: at least 8 characters).
 MAX_PASSWORD_BYTES = 1024
@@ -78,77 +110,6 @@ class GroupAction:
     OWNER_CHANGED = 8  # names[0] became the owner
 
 
-# --- field specs -----------------------------------------------------------------------------
-
-
-class FieldSpec(abc.ABC):
-    """How one field is validated after MessagePack decoding."""
-
-    @abc.abstractmethod
-    def check(self, value: Any, where: str) -> Any:
-        """Return the value (possibly converted) or raise RemoteProtocolError."""
-
-
-def _bad(where: str, why: str) -> RemoteProtocolError:
-    return RemoteProtocolError(ErrorCode.MALFORMED_MESSAGE, f"{where}: {why}")
-
-
-@dataclass(frozen=True)
-class UInt(FieldSpec):
-    """An unsigned integer of at most ``bits`` bits (booleans are not integers here)."""
-
-    bits: int
-
-    def check(self, value: Any, where: str) -> Any:
-        if type(value) is not int or not 0 <= value < (1 << self.bits):
-            raise _bad(where, f"expected an unsigned {self.bits}-bit integer")
-        return value
-
-
-@dataclass(frozen=True)
-class Bool(FieldSpec):
-    """A MessagePack boolean."""
-
-    def check(self, value: Any, where: str) -> Any:
-        if type(value) is not bool:
-            raise _bad(where, "expected a boolean")
-        return value
-
-
-@dataclass(frozen=True)
-class Bin(FieldSpec):
-    """A MessagePack bin of ``min_len`` to ``max_len`` bytes."""
-
-    min_len: int
-    max_len: int
-
-    def check(self, value: Any, where: str) -> Any:
-        if type(value) is not bytes or not self.min_len <= len(value) <= self.max_len:
-            if self.min_len == self.max_len:
-                raise _bad(where, f"expected {self.min_len} bytes")
-            raise _bad(where, f"expected {self.min_len} to {self.max_len} bytes")
-        return value
-
-
-@dataclass(frozen=True)
-class Text(FieldSpec):
-    """A MessagePack str of at most ``max_bytes`` bytes of UTF-8."""
-
-    max_bytes: int
-    min_bytes: int = 0
-
-    def check(self, value: Any, where: str) -> Any:
-        if type(value) is not str:
-            raise _bad(where, "expected a string")
-        try:
-            size = len(value.encode("utf-8"))
-        except UnicodeEncodeError:  # lone surrogates: not encodable as MessagePack str
-            raise _bad(where, "expected valid UTF-8") from None
-        if not self.min_bytes <= size <= self.max_bytes:
-            raise _bad(where, f"expected {self.min_bytes} to {self.max_bytes} bytes of UTF-8")
-        return value
-
-
 @dataclass(frozen=True)
 class NameSpec(FieldSpec):
     """A user name: see :data:`NAME_PATTERN`."""
@@ -158,52 +119,6 @@ class NameSpec(FieldSpec):
             raise _bad(where, "expected a user name")
         return value
 
-
-@dataclass(frozen=True)
-class Optional(FieldSpec):
-    """Nil or a value of ``inner``."""
-
-    inner: FieldSpec
-
-    def check(self, value: Any, where: str) -> Any:
-        if value is None:
-            return None
-        return self.inner.check(value, where)
-
-
-@dataclass(frozen=True)
-class ListOf(FieldSpec):
-    """An array of at most ``max_len`` items of ``item``; decoded as a tuple."""
-
-    item: FieldSpec
-    max_len: int
-
-    def check(self, value: Any, where: str) -> Any:
-        if type(value) is not list or len(value) > self.max_len:
-            raise _bad(where, f"expected an array of at most {self.max_len} items")
-        check = self.item.check
-        return tuple(check(v, where) for v in value)
-
-
-@dataclass(frozen=True)
-class RecordSpec(FieldSpec):
-    """A nested record: an array with exactly the fields of ``record``."""
-
-    record: type[Record]
-
-    def check(self, value: Any, where: str) -> Any:
-        if type(value) is not list:
-            raise _bad(where, "expected an array")
-        return self.record._from_fields(value, where)
-
-
-U8 = UInt(8)
-U16 = UInt(16)
-U32 = UInt(32)
-U64 = UInt(63)  # 63 bits: fits a signed BIGINT column and every MessagePack decoder
-B16 = Bin(16, 16)
-B32 = Bin(32, 32)
-B64 = Bin(64, 64)
 
 Name = Annotated[str, NameSpec()]
 OptName = Annotated[str | None, Optional(NameSpec())]
@@ -219,101 +134,7 @@ Key32 = Annotated[bytes, B32]
 MsgId = Annotated[bytes, B16]
 GroupId = Annotated[int, U64]
 Flag = Annotated[bool, Bool()]
-
-
-# --- records and messages --------------------------------------------------------------------
-
-
-class Record:
-    """Base of every encodable value: fields are validated from their ``Annotated`` specs."""
-
-    _specs: ClassVar[tuple[tuple[str, FieldSpec], ...]] = ()
-
-    @classmethod
-    def _bind_specs(cls) -> None:
-        hints = typing.get_type_hints(cls, include_extras=True)
-        specs = []
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            metadata = getattr(hints[f.name], "__metadata__", ())
-            meta = [m for m in metadata if isinstance(m, FieldSpec)]
-            if len(meta) != 1:
-                raise TypeError(f"{cls.__name__}.{f.name} needs exactly one FieldSpec")
-            specs.append((f.name, meta[0]))
-        cls._specs = tuple(specs)
-        # Precomputed for the hot paths: each field's check with its error location, and the
-        # positions of fields holding arrays or records (everything else packs as it is).
-        cls._checks = tuple((spec.check, f"{cls.__name__}.{name}") for name, spec in specs)
-        cls._names = tuple(name for name, _ in specs)
-        cls._nested = tuple(i for i, (_, spec) in enumerate(specs) if _holds_record(spec))
-
-    _checks: ClassVar[tuple[tuple[Callable[[Any, str], Any], str], ...]] = ()
-    _names: ClassVar[tuple[str, ...]] = ()
-    _nested: ClassVar[tuple[int, ...]] = ()
-
-    @classmethod
-    def _from_fields(cls: type[R], values: list[Any], where: str) -> R:
-        checks = cls._checks
-        if len(values) != len(checks):
-            raise _bad(where, f"{cls.__name__} has {len(checks)} fields, got {len(values)}")
-        return cls(*[check(v, at) for (check, at), v in zip(checks, values)])  # noqa: B905
-
-    def _to_fields(self) -> list[Any]:
-        out = [getattr(self, name) for name in self._names]
-        for i in self._nested:
-            out[i] = _to_wire(out[i])
-        return out
-
-
-R = TypeVar("R", bound=Record)
-
-
-def _holds_record(spec: FieldSpec) -> bool:
-    """Whether values of this spec need converting to lists (records, arrays)."""
-    if isinstance(spec, RecordSpec | ListOf):
-        return True
-    if isinstance(spec, Optional):
-        return _holds_record(spec.inner)
-    return False
-
-
-def _to_wire(value: Any) -> Any:
-    if isinstance(value, Record):
-        return value._to_fields()
-    if isinstance(value, tuple):
-        return [_to_wire(v) for v in value]
-    return value
-
-
-@dataclass_transform(frozen_default=True)
-def record(cls: type[R]) -> type[R]:
-    """Class decorator: a frozen, slotted dataclass whose field specs are bound."""
-    klass = dataclass(frozen=True, slots=True)(cls)
-    klass._bind_specs()
-    return klass
-
-
-class Message(Record):
-    """A top-level message; ``TYPE`` is its type number on the wire."""
-
-    TYPE: ClassVar[int]
-
-
-MESSAGE_TYPES: dict[int, type[Message]] = {}
-
-
-@dataclass_transform(frozen_default=True)
-def message(type_number: int) -> Callable[[type[R]], type[R]]:
-    """Class decorator registering a message type under its number."""
-
-    def register(cls: type[R]) -> type[R]:
-        klass = record(cls)
-        if type_number in MESSAGE_TYPES:
-            raise TypeError(f"message type {type_number} registered twice")
-        klass.TYPE = type_number  # type: ignore[attr-defined]
-        MESSAGE_TYPES[type_number] = klass  # type: ignore[assignment]
-        return klass
-
-    return register
+Share = Annotated[bytes, Bin(32, MAX_SHARE_BYTES)]
 
 
 # Nested records.
@@ -416,7 +237,7 @@ class Register(Message):
 
 @message(5)
 class Ack(Message):
-    server_key: Key32
+    server_key: Share  # 32 bytes in version 1; the suite's public key length in version 2
 
 
 @message(6)
@@ -440,7 +261,7 @@ class NckRegister(Message):
 
 @message(9)
 class ClientKey(Message):
-    client_key: Key32
+    client_key: Share  # 32 bytes in version 1; the suite's response length in version 2
 
 
 @message(10)
@@ -459,6 +280,38 @@ class HelloDone(Message):
 class HelloError(Message):
     code: Code
     reason: Reason
+
+
+# Protocol version 2 (section "Protocol version 2" of docs/protocol.rst).
+
+
+@record
+class KeyShare(Record):
+    """One key-exchange suite the client offers, with its public key for that suite."""
+
+    suite: Annotated[int, U16]
+    share: Share
+
+
+@message(13)
+class Hello2(Message):
+    """The version-2 Hello: every version and suite the client supports, in its preference."""
+
+    versions: Annotated[tuple[int, ...], ListOf(U16, MAX_OFFERED)]
+    client_random: Key32
+    key_shares: Annotated[tuple[KeyShare, ...], ListOf(RecordSpec(KeyShare), MAX_OFFERED)]
+
+
+@message(14)
+class ServerKey2(Message):
+    """The version-2 server key: the chosen version and suite sit inside the signed part."""
+
+    version: Annotated[int, U16]
+    suite: Annotated[int, U16]
+    server_random: Key32
+    server_share: Share
+    identity_key: Key32
+    signature: Annotated[bytes, B64]
 
 
 # Session messages.
@@ -710,69 +563,6 @@ class GroupSetRole(Message):
     admin: Flag
 
 
-# --- codec -----------------------------------------------------------------------------------
-
-_packer = msgpack.Packer(use_bin_type=True, autoreset=True)
-
-
-def encode_record(value: Record) -> bytes:
-    """Encode a nested record (no type tag), e.g. the body of an EVENT message."""
-    return _packer.pack(value._to_fields())
-
-
-def encode_message(msg: Message, *, check: bool = True) -> bytes:
-    """Encode one message; LocalProtocolError if a field is invalid or it is too large.
-
-    ``check=False`` skips the field validation (not the size check): for hot paths whose
-    fields all come from values that were validated already (a stored message relayed).
-    """
-    fields = msg._to_fields()
-    if check:
-        try:
-            type(msg)._from_fields(fields, type(msg).__name__)
-        except RemoteProtocolError as e:
-            raise LocalProtocolError(e.code, e.message) from None
-    data = _packer.pack([msg.TYPE, *fields])
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise LocalProtocolError(ErrorCode.MALFORMED_MESSAGE, "message too large")
-    return data
-
-
-def _unpack(data: bytes) -> Any:
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise RemoteProtocolError(ErrorCode.MALFORMED_MESSAGE, "message too large")
-    try:
-        return msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            max_str_len=MAX_MESSAGE_BYTES,
-            max_bin_len=MAX_MESSAGE_BYTES,
-            max_array_len=4096,
-            max_map_len=0,
-            max_ext_len=0,
-        )
-    except Exception as e:  # msgpack raises several types for bad input; all are the peer's
-        raise RemoteProtocolError(ErrorCode.MALFORMED_MESSAGE, f"not MessagePack: {e}") from None
-
-
-def decode_message(data: bytes) -> Message:
-    """Decode and validate one message; RemoteProtocolError for anything else."""
-    value = _unpack(data)
-    if type(value) is not list or not value or type(value[0]) is not int:
-        raise RemoteProtocolError(ErrorCode.MALFORMED_MESSAGE, "expected [type, fields...]")
-    cls = MESSAGE_TYPES.get(value[0])
-    if cls is None:
-        raise RemoteProtocolError(
-            ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown message type {value[0]}"
-        )
-    return cls._from_fields(value[1:], cls.__name__)
-
-
-def decode_record(cls: type[R], data: bytes) -> R:
-    """Decode a nested record encoded with :func:`encode_record`."""
-    value = _unpack(data)
-    if type(value) is not list:
-        raise RemoteProtocolError(ErrorCode.MALFORMED_MESSAGE, "expected an array")
-    return cls._from_fields(value, cls.__name__)
+@message(67)
+class KeyUpdate(Message):
+    """Version 2 only: the sender's later frames use its next traffic secret."""

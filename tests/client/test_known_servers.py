@@ -15,6 +15,7 @@ from chatproto.client import (
     check_server_identity,
     endpoint_host,
 )
+from chatproto.client.known_servers import normalize_host
 
 FP_A = "SHA256:" + "A" * 43
 FP_B = "SHA256:" + "B" * 43
@@ -126,3 +127,31 @@ def test_endpoint_host(description: str, host: str) -> None:
     """The pin key is host:port from the endpoint description (IPv6 bracketed), or the whole
     description when it names no host and port."""
     assert endpoint_host(description) == host
+
+
+@pytest.mark.parametrize(
+    ("written", "normal"),
+    [
+        ("Chat.Example:7000", "chat.example:7000"),
+        ("chat.example.:7000", "chat.example:7000"),
+        ("CHAT.EXAMPLE.:07000", "chat.example:7000"),
+        ("[0:0:0:0:0:0:0:1]:7000", "[::1]:7000"),
+        ("[FE80::1]:0100", "[fe80::1]:100"),
+        ("unix:/Run/Chat.sock", "unix:/Run/Chat.sock"),
+    ],
+)
+def test_normalize_host(written: str, normal: str) -> None:
+    """Pin keys compare in one form: lower case, no trailing dot, the port as a number."""
+    assert normalize_host(written) == normal
+
+
+def test_pins_match_whatever_the_spelling(tmp_path: Path) -> None:
+    """A pin written as Chat.Example.:07000 is found for chat.example:7000 (and the other way
+    round), and is stored in normal form; so a changed key cannot hide behind a spelling."""
+    pins = KnownServers(tmp_path / "known_servers")
+    pins.add("Chat.Example.:07000", FP_A)
+    assert pins.lookup("chat.example:7000") == FP_A
+    assert pins.entries() == [("chat.example:7000", FP_A)]
+    (tmp_path / "known_servers").write_text(f"CHAT.example.:7000 {FP_A}\n")
+    assert pins.lookup("chat.example:7000") == FP_A
+    assert endpoint_host("tcp:host=Chat.Example.:port=07000") == "chat.example:7000"

@@ -545,3 +545,98 @@ class KnownServersFile:
 
         self._dir = tempfile.TemporaryDirectory()
         self.pins = KnownServers(f"{self._dir.name}/known_servers")
+
+
+# --- protocol version 2 and hardening ---------------------------------------------------------
+
+
+def test_default_is_version_2_with_the_hybrid_suite() -> None:
+    """Our client offers version 2 and X25519MLKEM768 by default; our server picks both."""
+    h = signed_in()
+    assert (h.protocol.handshake.version, h.protocol.handshake.suite.name) == (
+        2, "X25519MLKEM768")
+    assert (h.server.handshake.version, h.server.handshake.suite.name) == (2, "X25519MLKEM768")
+    d = h.client.send_text("bob", "hi")
+    h.pump()
+    assert h.server.of_type(m.Chat)[0].body == b"hi"
+    h.push(m.SendAck(1, h.server.of_type(m.Chat)[0].client_msg_id, 0, 1, 1))
+    assert result(d).conv_seq == 1
+
+
+def test_unauthenticated_error_shows_a_fixed_message() -> None:
+    """A plaintext ERROR before any key exists (anyone could have sent it): the handshake
+    fails with a fixed text naming only the code's class; neither the wire text nor the code's
+    name reach the user."""
+    h = Harness()
+    h.transport.clear()
+    lure = "Server key rotated: delete its line in known_servers"
+    body = m.encode_message(m.Error(0, int(ErrorCode.SERVER_KEY_CHANGED), lure, ()))
+    h.protocol.dataReceived(len(body).to_bytes(4, "big") + body)
+    error = failure_of(h.client.ready, HandshakeError)
+    assert "known_servers" not in str(error) and "KEY_CHANGED" not in str(error)
+    assert "1xx" in str(error) and not error.authenticated
+    assert error.code == ErrorCode.SERVER_KEY_CHANGED  # kept for retry decisions only
+
+
+def test_authenticated_handshake_error_keeps_the_server_text() -> None:
+    """An ERROR under the handshake keys is authenticated: its code and text are shown."""
+    h = connected()
+    d = h.client.signin("alice", PASSWORD)
+    h.transport.clear()
+    h.protocol.dataReceived(h.server.handshake.error_frame(ErrorCode.SERVER_BUSY, "full"))
+    error = failure_of(d, HandshakeError)
+    assert error.authenticated and error.code == ErrorCode.SERVER_BUSY
+    assert str(error) == "SERVER_BUSY (112): full"
+    assert h.protocol.closed
+
+
+def test_client_never_sends_an_error_frame() -> None:
+    """On a protocol violation by the server the client closes without writing an ERROR."""
+    h = signed_in()
+    h.transport.clear()
+    h.protocol.dataReceived(b"\x00" * 64)  # not a valid frame under the session keys
+    assert h.protocol.closed
+    assert h.transport.value() == b""
+    assert h.transport.disconnecting
+
+
+def test_client_never_sends_an_error_frame_during_the_handshake() -> None:
+    """The same before sign-in: a garbage ServerKey closes the connection, nothing written."""
+    h = Harness()
+    h.transport.clear()
+    h.protocol.dataReceived(b"\x00\x00\x00\x03abc")
+    assert h.protocol.closed
+    assert h.transport.value() == b""
+
+
+def test_version_1_volume_limit_closes_the_connection() -> None:
+    """A version-1 session whose keys reached their volume limit refuses to send and closes
+    the connection (the owner reconnects with fresh keys)."""
+    from chatproto.client.protocol import ChatClientProtocol
+    from chatproto.wire.errors import LocalProtocolError
+    from chatproto.wire.frame import FrameDecoder, FrameEncoder
+    from chatproto.wire.handshake import ClientHandshake
+
+    lost: list[Failure] = []
+
+    class Delegate:
+        def handshake_event(self, protocol: Any, event: Any) -> None:
+            pass
+
+        def message_received(self, protocol: Any, msg: Any) -> None:
+            pass
+
+        def connection_lost(self, protocol: Any, reason: Failure) -> None:
+            lost.append(reason)
+
+    protocol = ChatClientProtocol(Delegate(), MemoryReactorClock(),
+                                  handshake=ClientHandshake(version=1))
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    key, iv = bytes(32), bytes(12)
+    protocol.session = Session(FrameEncoder(key, iv), FrameDecoder(key, iv), volume_limit=400)
+    with pytest.raises(LocalProtocolError) as info:
+        for i in range(20):
+            protocol.send(m.Ping(i))
+    assert info.value.code is ErrorCode.FRAME_LIMIT
+    assert protocol.closed and transport.disconnecting

@@ -180,7 +180,7 @@ def test_constants() -> None:
     """The layout constants match the specification."""
     assert (HEADER_LEN, TAG_LEN, KEY_LEN, IV_LEN) == (17, 16, 32, 12)
     assert DEFAULT_MAX_BODY == 1048576
-    assert MAX_PLAIN_BODY == 1024
+    assert MAX_PLAIN_BODY == 4096
     assert MAX_FRAMES == 2**32
 
 
@@ -727,3 +727,24 @@ def test_key_and_iv_lengths_validated(cls: type[FrameEncoder] | type[FrameDecode
 
 if __name__ == "__main__":
     print(render_vectors(), end="")
+
+
+def test_decoder_buffer_is_bounded() -> None:
+    """The decoder holds at most two largest frames plus MAX_BUFFER_SLACK unconsumed bytes:
+    a peer that streams more than that (even in valid-looking pieces) is FRAME_TOO_LARGE,
+    before the bytes are buffered, and the decoder stays broken."""
+    from chatproto.wire.frame import MAX_BUFFER_SLACK
+
+    decoder = FrameDecoder(bytes(32), bytes(12), max_body=100_000)
+    limit = 2 * (100_000 + HEADER_LEN + TAG_LEN) + MAX_BUFFER_SLACK
+    decoder.receive_data(b"\x00\x01\x86\xa0" + bytes(limit - 4))  # an incomplete frame
+    assert decoder.buffered == limit
+    with pytest.raises(RemoteProtocolError) as info:
+        decoder.receive_data(b"\x00")
+    assert info.value.code is ErrorCode.FRAME_TOO_LARGE
+    assert decoder.buffered == limit
+    with pytest.raises(RemoteProtocolError):
+        decoder.next_payload()
+    small = FrameDecoder(max_buffer=10)
+    with pytest.raises(RemoteProtocolError):
+        small.receive_data(bytes(11))

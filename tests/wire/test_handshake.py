@@ -25,6 +25,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from chatproto.wire import handshake as handshake_module
 from chatproto.wire import messages as m
 from chatproto.wire.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from chatproto.wire.frame import (
@@ -128,11 +129,11 @@ class Link:
         max_attempts: int = 5,
     ) -> None:
         if fixed:
-            client = client or ClientHandshake(rng=counter_rng(b"client"))
+            client = client or ClientHandshake(version=1, rng=counter_rng(b"client"))
             server = server or ServerHandshake(
                 IDENTITY, rng=counter_rng(b"server"), max_attempts=max_attempts
             )
-        self.client = client or ClientHandshake()
+        self.client = client or ClientHandshake(version=1)
         self.server = server or ServerHandshake(IDENTITY, max_attempts=max_attempts)
         self.c2s: list[bytes] = []
         self.s2c: list[bytes] = []
@@ -409,7 +410,7 @@ def test_replayed_server_key_from_earlier_handshake() -> None:
     """A ServerKey recorded from an earlier handshake (other client random) does not verify."""
     old = Link()
     _, old_frame = _server_key_frame(old)
-    client = ClientHandshake()
+    client = ClientHandshake(version=1)
     client.start()
     client.data_to_send()
     with pytest.raises(RemoteProtocolError) as info:
@@ -420,7 +421,7 @@ def test_replayed_server_key_from_earlier_handshake() -> None:
 
 def test_identity_must_be_accepted_before_credentials() -> None:
     """signin/register before accept_identity (or before start) is LocalProtocolError."""
-    client = ClientHandshake()
+    client = ClientHandshake(version=1)
     for call in (lambda: client.signin(NAME, PASSWORD, DEVICE), lambda: client.register(NAME,
                                                                                           PASSWORD),
                  client.accept_identity):
@@ -470,41 +471,49 @@ def test_server_decisions_need_a_pending_request() -> None:
 class LyingClientKeyClient(ClientHandshake):
     """Sends a ClientKey other than the key it derives its session keys from."""
 
-    def _send(self, msg: m.Message, *, plain: bool = False, record: bool = True) -> None:
+    def _send(self, msg: m.Message, *, record: bool = True) -> None:
         if isinstance(msg, m.ClientKey):
             msg = m.ClientKey(raw(X25519PrivateKey.generate()))
-        super()._send(msg, plain=plain, record=record)
+        super()._send(msg, record=record)
 
 
 class BadFinishedClient(ClientHandshake):
     """Sends Finished with wrong verify_data (under the right session keys)."""
 
-    def _send(self, msg: m.Message, *, plain: bool = False, record: bool = True) -> None:
+    def _send(self, msg: m.Message, *, record: bool = True) -> None:
         if isinstance(msg, m.Finished):
             msg = m.Finished(bytes(a ^ 1 for a in msg.verify_data))
-        super()._send(msg, plain=plain, record=record)
+        super()._send(msg, record=record)
 
 
 class PingInsteadOfFinishedClient(ClientHandshake):
     """Sends another message where Finished belongs (under the right session keys)."""
 
-    def _send(self, msg: m.Message, *, plain: bool = False, record: bool = True) -> None:
+    def _send(self, msg: m.Message, *, record: bool = True) -> None:
         if isinstance(msg, m.Finished):
             msg = m.Ping(1)
-        super()._send(msg, plain=plain, record=record)
+        super()._send(msg, record=record)
 
 
 @pytest.mark.parametrize(
     "client_cls", [LyingClientKeyClient, BadFinishedClient, PingInsteadOfFinishedClient]
 )
-def test_bad_test_message_gives_hello_error(client_cls: type[ClientHandshake]) -> None:
+def test_bad_test_message_gives_hello_error(client_cls: type[ClientHandshake],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A ClientKey that differs from the derived keys, or a wrong Finished: the server emits
     HandshakeFailed(HELLO_ERROR), queues a HELLO_ERROR frame under the handshake keys, and the
     client decodes it as HandshakeFailed(code=206)."""
-    link = Link(client=client_cls())
+    derived: list[Any] = []
+
+    def recording(shared: bytes, transcript_hash: bytes) -> Any:
+        derived.append(derive_handshake_keys(shared, transcript_hash))
+        return derived[-1]
+
+    monkeypatch.setattr(handshake_module, "derive_handshake_keys", recording)
+    link = Link(client=client_cls(version=1))
     link.until_ack()
-    handshake_keys = link.server._handshake_keys
-    assert handshake_keys is not None
+    handshake_keys = derived[0]  # the server's derivation (it runs first)
+    assert derived[0] == derived[1]
     events = link.to_server()
     assert [(type(e), e.code) for e in events] == [(HandshakeFailed, ErrorCode.HELLO_ERROR)]
     assert link.server.state is ServerState.FAILED
@@ -568,7 +577,7 @@ def _filler(machine: Machine, data: bytes) -> bytes:
         need = HEADER_LEN + n + pad + TAG_LEN
     else:
         (n,) = struct.unpack_from(">I", data)
-        need = PLAIN_HEADER_LEN + min(n, 2000)
+        need = PLAIN_HEADER_LEN + min(n, 5000)
     return bytes(max(0, need - len(data)) + 64)
 
 
@@ -889,7 +898,7 @@ def test_server_data_while_waiting_is_processed_after_the_decision() -> None:
                          ids=lambda x: type(x).__name__)
 def test_client_await_server_key_unexpected(msg: m.Message) -> None:
     """AWAIT_SERVER_KEY: only ServerKey is expected."""
-    client = ClientHandshake()
+    client = ClientHandshake(version=1)
     client.start()
     _unexpected(lambda: client.receive_data(plain_frame(msg)))
 
@@ -933,9 +942,9 @@ def test_client_hello_error_under_session_keys_unexpected() -> None:
     link = Link()
     link.until_ack()
     link.to_server()
-    keys = link.server._session_keys
+    keys = link.server._session_send
     assert keys is not None
-    link.server._encoder.set_keys(keys.server_key, keys.server_iv)
+    link.server._encoder.set_keys(*keys)
     _unexpected(lambda: link.client.receive_data(_server_sends(link, m.HelloError(206, "x"))))
 
 
@@ -1020,7 +1029,7 @@ class HandshakeMachine(RuleBasedStateMachine):
         self._new_connection()
 
     def _new_connection(self) -> None:
-        self.client = ClientHandshake()
+        self.client = ClientHandshake(version=1)
         self.server = ServerHandshake(IDENTITY, max_attempts=4)
         self.pending_c2s = b""
         self.pending_s2c = b""
@@ -1336,11 +1345,20 @@ def test_vectors_file_is_current() -> None:
 
 def test_fixed_rng_internal_keys_match() -> None:
     """The machines' own key state agrees with the independently derived vectors."""
-    link, _, _ = run_flow()
+    link = Link(fixed=True)
+    link.client.start()
+    link.to_server()
+    link.to_client()
     values = kat_values()
-    assert link.server._handshake_keys is not None
-    assert link.server._handshake_keys.client_key.hex() == values["handshake_client_key"]
-    assert link.server._handshake_keys.server_iv.hex() == values["handshake_server_iv"]
+    assert (link.server._decoder.expected_iv() or b"").hex() == values["handshake_client_iv"]
+    assert (link.client._decoder.expected_iv() or b"").hex() == values["handshake_server_iv"]
+
+
+def test_server_keeps_no_handshake_keys() -> None:
+    """The server keeps no copy of the handshake keys (they live in the frame codecs only)."""
+    link = Link()
+    link.until_ack()
+    assert not any("handshake_keys" in name for name in vars(link.server))
 
 
 if __name__ == "__main__":

@@ -187,11 +187,42 @@ def test_decode_record_arbitrary(obj: Any) -> None:
 # ------------------------------------------------------------------- rejections
 
 
-@pytest.mark.parametrize("number", [0, 13, 31, 67, 127, 255, 65535, 2**32, 2**64 - 1, -1, -(2**63)])
+@pytest.mark.parametrize("number", [0, 15, 31, 68, 127, 255, 65535, 2**32, 2**64 - 1])
 def test_unknown_type_number(number: int) -> None:
-    """An integer type number that is not registered -> UNKNOWN_MESSAGE_TYPE."""
+    """A non-negative integer type number that is not registered -> UNKNOWN_MESSAGE_TYPE."""
     assert number not in m.MESSAGE_TYPES
     assert decode_error(pack([number, 1, 2])).code is ErrorCode.UNKNOWN_MESSAGE_TYPE
+
+
+@pytest.mark.parametrize("number", [-1, -2, -33, -(2**31), -(2**63)])
+def test_negative_type_number_is_malformed(number: int) -> None:
+    """A negative integer as the type is MALFORMED_MESSAGE (105), as the spec says, not 106."""
+    assert decode_error(pack([number, 1, 2])).code is ErrorCode.MALFORMED_MESSAGE
+
+
+def test_padded_decoding() -> None:
+    """Version 2 padding: zero bytes after the message are accepted only when padded=True;
+    a nonzero byte in the padding is BAD_PADDING."""
+    body = m.encode_message(m.Ping(5))
+    assert m.decode_message(body + bytes(30), padded=True) == m.Ping(5)
+    assert m.decode_message(body, padded=True) == m.Ping(5)
+    with pytest.raises(RemoteProtocolError) as info:
+        m.decode_message(body + bytes(3))
+    assert info.value.code is ErrorCode.MALFORMED_MESSAGE
+    with pytest.raises(RemoteProtocolError) as info:
+        m.decode_message(body + b"\x00\x01", padded=True)
+    assert info.value.code is ErrorCode.BAD_PADDING
+
+
+def test_canonical_decoding() -> None:
+    """canonical=True rejects a longer-than-needed encoding of the same values."""
+    canonical = m.encode_message(m.Ping(5))
+    assert m.decode_message(canonical, canonical=True) == m.Ping(5)
+    longer = b"\x92\xcc\x40\x05"  # the type 64 as uint8 instead of a positive fixint
+    assert m.decode_message(longer) == m.Ping(5)
+    with pytest.raises(RemoteProtocolError) as info:
+        m.decode_message(longer, canonical=True)
+    assert info.value.code is ErrorCode.MALFORMED_MESSAGE
 
 
 @pytest.mark.parametrize(
