@@ -182,7 +182,8 @@ class Client(protocol.Protocol):
         if self.gen.relay:
             self.transport.write(RELAY_HELLO.pack(self.index, self.group))
             return
-        self.hs = ClientHandshake()
+        # Version 1: the generator packs raw payloads (version 2 pads inside the message).
+        self.hs = ClientHandshake(version=1)
         self.hs.start()
         self.transport.write(self.hs.data_to_send())
 

@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from chatproto.storage.login_failures import UNLIMITED, Counter, LoginFailureStore
+from chatproto.wire.handshake import DEFAULT_MAX_ATTEMPTS
 
 log = Logger()
 
@@ -45,7 +46,7 @@ class LimitSettings:
     idle_timeout: float = 5.0
     max_handshakes: int = 256
     max_connections_per_ip: int = 64
-    max_attempts: int = 5
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     #: Sign-in attempts per account per window that may fail (counted when they start).
     account_failures: int = 10
     account_window: float = 900.0

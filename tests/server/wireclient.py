@@ -298,8 +298,10 @@ def replace_server_key(frame: bytes) -> bytes:
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     msg = m.decode_message(frame[4:])
-    assert isinstance(msg, m.ServerKey)
+    assert isinstance(msg, m.ServerKey | m.ServerKey2)
+    key = msg.server_key if isinstance(msg, m.ServerKey) else msg.server_share
     other = X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return frame.replace(msg.server_key, other)
+    # A hybrid share ends with its X25519 half: replace that half.
+    return frame.replace(key, key[:-32] + other)
 
 
