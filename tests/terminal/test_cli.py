@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from chatproto.client.cli import EXIT_CODES, build_parser
+from chatproto.terminal.cli import EXIT_CODES, build_parser
 from tests.terminal.conftest import CLIENT, PASSWORD, WAIT, ChatServer, free_port, png_bytes
 
 

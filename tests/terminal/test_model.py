@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chatproto.client.cli import save_image
-from chatproto.client.tui_model import (
+from chatproto.terminal.cli import save_image
+from chatproto.terminal.model import (
     DELIVERED,
     PENDING,
     READ,

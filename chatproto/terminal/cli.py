@@ -1,7 +1,7 @@
 """The command line of ``chatproto-client``: options, and the non-interactive commands.
 
 Without a command, ``chatproto-client`` starts the interactive terminal client
-(:mod:`chatproto.client.terminal`). With one, it does one thing and exits with a status a script
+(:mod:`chatproto.terminal.app`). With one, it does one thing and exits with a status a script
 can test (:data:`EXIT_CODES`)::
 
     chatproto-client register --name bot --password-file pw

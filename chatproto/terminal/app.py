@@ -18,7 +18,7 @@ The layout follows irssi and weechat::
     │ [bob] the input line, /help for commands, Tab completes                    │
     └────────────────────────────────────────────────────────────────────────────┘
 
-Everything the client shows lives in :class:`chatproto.client.tui_model.ChatModel`; this module
+Everything the client shows lives in :class:`chatproto.terminal.model.ChatModel`; this module
 draws it and feeds it from the library (only the public API of :mod:`chatproto.client`).
 Once signed in, the client is a :class:`~chatproto.client.ChatSession`
 (:func:`~chatproto.client.open_session`): when the connection drops it reconnects by itself
@@ -58,7 +58,7 @@ from chatproto.client import (
     connect,
     open_session,
 )
-from chatproto.client.cli import (
+from chatproto.terminal.cli import (
     EXIT_AUTH,
     EXIT_CONNECTION,
     EXIT_IDENTITY,
@@ -70,7 +70,7 @@ from chatproto.client.cli import (
     run_command,
     save_image,
 )
-from chatproto.client.tui_model import (
+from chatproto.terminal.model import (
     COMMANDS,
     MARKS,
     ChatModel,

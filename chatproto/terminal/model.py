@@ -1,7 +1,7 @@
 """What the terminal client shows, without the drawing: windows, their lines, unread counts,
 delivery marks, presence and typing, and the command line's parsing and completion.
 
-:mod:`chatproto.client.terminal` draws this with urwid and feeds it from the client library; the
+:mod:`chatproto.terminal.app` draws this with urwid and feeds it from the client library; the
 model itself does no I/O, so it is tested directly.
 """
 
@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from chatproto.client.cli import format_size
+from chatproto.terminal.cli import format_size
 from chatproto.wire import messages as m
 
 __all__ = [
