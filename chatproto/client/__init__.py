@@ -7,9 +7,12 @@ from chatproto.client.api import (
     MAX_IMAGE_BYTES,
     ChatClient,
     ChatListener,
+    ServerTrust,
+    Timeouts,
     TrustCallback,
     check_server_identity,
     connect,
+    encode_text,
 )
 from chatproto.client.errors import (
     ChatClientError,
@@ -61,12 +64,15 @@ __all__ = [
     "RegisterError",
     "ServerError",
     "ServerKeyChanged",
+    "ServerTrust",
     "SigninError",
+    "Timeouts",
     "TrustCallback",
     "UnknownGroup",
     "UnknownUser",
     "UntrustedServer",
     "check_server_identity",
     "connect",
+    "encode_text",
     "endpoint_host",
 ]

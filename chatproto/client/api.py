@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -63,9 +63,12 @@ __all__ = [
     "MAX_IMAGE_BYTES",
     "ChatClient",
     "ChatListener",
+    "ServerTrust",
+    "Timeouts",
     "TrustCallback",
     "check_server_identity",
     "connect",
+    "encode_text",
 ]
 
 #: The largest image the client sends or accepts.
@@ -79,6 +82,76 @@ Target = str | int
 
 T = TypeVar("T")
 _log = Logger()
+
+
+@dataclass(frozen=True)
+class ServerTrust:
+    """How a client decides to trust the server's identity key (:func:`check_server_identity`).
+
+    Attributes:
+        known_servers: The pin file; an unknown server is pinned there once trusted.
+        server_fingerprint: The expected fingerprint (``SHA256:...``), overriding the pins.
+        trust_on_first_use: ``(host, fingerprint) -> bool | Deferred[bool]`` asked about an
+            unknown server; without it (and without a pin) the server is refused.
+    """
+
+    known_servers: KnownServers | None = None
+    server_fingerprint: str | None = None
+    trust_on_first_use: TrustCallback | None = None
+
+    def check(self, host: str, fingerprint: str) -> Deferred[None]:
+        """:func:`check_server_identity` with these settings."""
+        return check_server_identity(host, fingerprint, known_servers=self.known_servers,
+                                     server_fingerprint=self.server_fingerprint,
+                                     trust_on_first_use=self.trust_on_first_use)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """The timers of a connection (and, for a ChatSession, of a whole login attempt).
+
+    Attributes:
+        ping_interval: Seconds between pings once signed in.
+        ping_timeout: Seconds to wait for a Pong before closing.
+        handshake_timeout: Seconds to wait for the server's key after Hello.
+        login_timeout: (ChatSession) Seconds for one whole attempt (connect, sign in, sync)
+            before it is abandoned and retried.
+    """
+
+    ping_interval: float = 30
+    ping_timeout: float = 10
+    handshake_timeout: float = 10
+    login_timeout: float = 30
+
+
+def client_options(trust: ServerTrust | None, timeouts: Timeouts | None,
+                   shorthand: dict[str, Any]) -> tuple[ServerTrust, Timeouts]:
+    """The two option objects, from the objects and/or their fields given as keywords
+    (``known_servers=...``, ``ping_timeout=...``: a shorthand accepted by :class:`ChatClient`,
+    :func:`connect` and :func:`~chatproto.client.reconnect.open_session`).
+
+    Raises:
+        TypeError: For a keyword that is a field of neither.
+    """
+    trust = trust or ServerTrust()
+    timeouts = timeouts or Timeouts()
+    trust_fields = {k: v for k, v in shorthand.items() if k in ServerTrust.__dataclass_fields__}
+    timeout_fields = {k: v for k, v in shorthand.items() if k in Timeouts.__dataclass_fields__}
+    unknown = set(shorthand) - set(trust_fields) - set(timeout_fields)
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    return replace(trust, **trust_fields), replace(timeouts, **timeout_fields)
+
+
+def encode_text(text: str) -> bytes:
+    """A message text as UTF-8; ValueError if it is empty or longer than
+    ``messages.MAX_TEXT_BYTES`` (the one check every client uses before sending)."""
+    body = text.encode("utf-8")
+    if not body:
+        raise ValueError("the text is empty")
+    if len(body) > m.MAX_TEXT_BYTES:
+        raise ValueError(f"the text is longer than {m.MAX_TEXT_BYTES} bytes")
+    return body
 
 
 class ChatListener:
@@ -231,14 +304,14 @@ class ChatClient:
     Args:
         clock: The reactor (timers and the per-turn delivery acknowledgement).
         host: The server as ``host:port``, the key of its pin.
-        known_servers: The pin file.
-        server_fingerprint: The expected fingerprint, overriding the pin file.
-        trust_on_first_use: Asked whether to trust (and pin) an unknown server.
+        trust: How to decide whether to trust the server (:class:`ServerTrust`).
+        timeouts: The connection's timers (:class:`Timeouts`).
         device_id: 16 bytes identifying this device (random if omitted).
         listener: Receives pushed messages and state changes.
-        ping_interval: Seconds between pings once signed in.
-        ping_timeout: Seconds to wait for a Pong before closing.
-        handshake_timeout: Seconds to wait for the server's key after Hello.
+        auto_ack: Acknowledge delivered messages by itself at the end of each reactor turn
+            (True), or only through :meth:`acknowledge` (False: an application that must not
+            lose what it has not handled yet, such as ``chatproto-client tail --count``).
+        shorthand: The fields of :class:`ServerTrust` and :class:`Timeouts` as keywords.
     """
 
     def __init__(
@@ -246,27 +319,21 @@ class ChatClient:
         clock: Any,  # an IReactorTime (mypy does not read zope interfaces)
         host: str,
         *,
-        known_servers: KnownServers | None = None,
-        server_fingerprint: str | None = None,
-        trust_on_first_use: TrustCallback | None = None,
+        trust: ServerTrust | None = None,
+        timeouts: Timeouts | None = None,
         device_id: bytes | None = None,
         listener: ChatListener | None = None,
-        ping_interval: float = 30,
-        ping_timeout: float = 10,
-        handshake_timeout: float = 10,
+        auto_ack: bool = True,
+        **shorthand: Any,
     ) -> None:
         if device_id is not None and len(device_id) != 16:
             raise ValueError("device_id must be 16 bytes")
         self.clock: Any = clock  # typed loosely: mypy does not read zope interfaces
         self.host = host
-        self.known_servers = known_servers
-        self.server_fingerprint = server_fingerprint
-        self.trust_on_first_use = trust_on_first_use
+        self.trust, self.timeouts = client_options(trust, timeouts, shorthand)
         self.device_id = device_id if device_id is not None else os.urandom(16)
         self.listener = listener if listener is not None else ChatListener()
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.handshake_timeout = handshake_timeout
+        self.auto_ack = auto_ack
         #: Fires with this client once the server is trusted, or fails.
         self.ready: Deferred[ChatClient] = Deferred(self._cancel_ready)
         #: ``"connecting"``, ``"connected"``, ``"signed_in"`` or ``"offline"``.
@@ -301,9 +368,9 @@ class ChatClient:
         self._protocol = ChatClientProtocol(
             self,
             self.clock,
-            ping_interval=self.ping_interval,
-            ping_timeout=self.ping_timeout,
-            handshake_timeout=self.handshake_timeout,
+            ping_interval=self.timeouts.ping_interval,
+            ping_timeout=self.timeouts.ping_timeout,
+            handshake_timeout=self.timeouts.handshake_timeout,
             handshake=handshake,
         )
         return self._protocol
@@ -336,13 +403,7 @@ class ChatClient:
         """Handle a handshake event (called by the protocol)."""
         if isinstance(event, ServerIdentityReceived):
             self.fingerprint = event.fingerprint
-            d = check_server_identity(
-                self.host,
-                event.fingerprint,
-                known_servers=self.known_servers,
-                server_fingerprint=self.server_fingerprint,
-                trust_on_first_use=self.trust_on_first_use,
-            )
+            d = self.trust.check(self.host, event.fingerprint)
             d.addCallbacks(self._identity_accepted, self._identity_refused,
                            callbackArgs=(protocol,), errbackArgs=(protocol,))
         elif isinstance(event, Registered):
@@ -489,8 +550,17 @@ class ChatClient:
         self._notify("error_received", int(ErrorCode.BAD_IMAGE), f"message {seq}: {why}")
 
     def _schedule_ack(self) -> None:
-        if self._ack_call is None:
+        if self.auto_ack and self._ack_call is None:
             self._ack_call = self.clock.callLater(0, self._send_ack)
+
+    def acknowledge(self, up_to: int) -> None:
+        """Tell the server this device has handled every message up to user_seq ``up_to``
+        (cumulative; for ``auto_ack=False``). Messages after it are delivered again to this
+        device on its next sync."""
+        protocol = self._protocol
+        if up_to > self._acked_seq and protocol is not None and not protocol.closed:
+            self._acked_seq = up_to
+            protocol.send(m.DeliveryAck(up_to))
 
     def _send_ack(self) -> None:
         self._ack_call = None
@@ -612,9 +682,7 @@ class ChatClient:
         """
         try:
             group_id, peer = _target(to)
-            body = text.encode("utf-8")
-            if len(body) > m.MAX_TEXT_BYTES:
-                raise ValueError(f"text is longer than {m.MAX_TEXT_BYTES} bytes")
+            body = encode_text(text)
         except (TypeError, ValueError) as e:
             return fail(e)
         msg_id = client_msg_id if client_msg_id is not None else os.urandom(16)
@@ -812,51 +880,41 @@ def connect(
     reactor: Any,
     endpoint: str,
     *,
-    known_servers: KnownServers | None = None,
-    server_fingerprint: str | None = None,
-    trust_on_first_use: TrustCallback | None = None,
+    trust: ServerTrust | None = None,
+    timeouts: Timeouts | None = None,
     device_id: bytes | None = None,
     listener: ChatListener | None = None,
-    ping_interval: float = 30,
-    ping_timeout: float = 10,
-    handshake_timeout: float = 10,
+    auto_ack: bool = True,
+    **shorthand: Any,
 ) -> Deferred[ChatClient]:
     """Connect to a server and check its identity.
 
     Args:
         reactor: The reactor.
         endpoint: A client endpoint description (``tcp:host:port``, ``tls:host:port``, ...).
-        known_servers: The pin file; an unknown server is pinned if ``trust_on_first_use``
-            trusts it.
-        server_fingerprint: The expected fingerprint (``SHA256:...``), overriding the pins.
-        trust_on_first_use: ``(host, fingerprint) -> bool | Deferred[bool]`` for unknown
-            servers; without it (and without a pin) the server is refused.
+        trust: How to decide whether to trust the server (:class:`ServerTrust`: the pin
+            file, an expected fingerprint, a trust-on-first-use callback).
+        timeouts: The connection's timers (:class:`Timeouts`).
         device_id: 16 bytes identifying this device (random if omitted).
         listener: Receives pushed messages and state changes.
-        ping_interval: Seconds between pings once signed in.
-        ping_timeout: Seconds to wait for a Pong before closing.
-        handshake_timeout: Seconds to wait for the server's key after Hello.
+        auto_ack: See :class:`ChatClient`.
+        shorthand: The fields of :class:`ServerTrust` and :class:`Timeouts` as keywords
+            (``known_servers=pins, server_fingerprint=fp``).
 
     Returns:
         A Deferred firing with a ChatClient in the state ``"connected"`` (handshaken, not
         signed in), or failing with ServerKeyChanged, UntrustedServer, HandshakeTimeout,
         ConnectionLost or the connection error.
     """
-    client = ChatClient(
-        reactor,
-        endpoint_host(endpoint),
-        known_servers=known_servers,
-        server_fingerprint=server_fingerprint,
-        trust_on_first_use=trust_on_first_use,
-        device_id=device_id,
-        listener=listener,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
-        handshake_timeout=handshake_timeout,
-    )
-    connecting: Deferred[Any] = clientFromString(reactor, endpoint).connect(
-        _ClientFactory(client)
-    )
+    try:
+        client = ChatClient(reactor, endpoint_host(endpoint), trust=trust, timeouts=timeouts,
+                            device_id=device_id, listener=listener, auto_ack=auto_ack,
+                            **shorthand)
+        connecting: Deferred[Any] = clientFromString(reactor, endpoint).connect(
+            _ClientFactory(client)
+        )
+    except Exception as e:
+        return fail(e)
     client._connecting = connecting
     connecting.addErrback(client._fire_ready)
     return client.ready

@@ -33,10 +33,13 @@ from twisted.python.failure import Failure
 from chatproto.client.api import (
     ChatClient,
     ChatListener,
+    ServerTrust,
     Target,
-    TrustCallback,
+    Timeouts,
     _target,
+    client_options,
     connect,
+    encode_text,
     load_image,
     notify,
 )
@@ -49,7 +52,6 @@ from chatproto.client.errors import (
     SigninError,
     UntrustedServer,
 )
-from chatproto.client.known_servers import KnownServers
 from chatproto.client.outbox import Outbox, OutboxEntry
 from chatproto.wire import messages as m
 from chatproto.wire.errors import ErrorCode
@@ -307,9 +309,7 @@ class ChatSession:
         """
         try:
             group_id, peer = _target(to)
-            body = text.encode("utf-8")
-            if len(body) > m.MAX_TEXT_BYTES:
-                raise ValueError(f"text is longer than {m.MAX_TEXT_BYTES} bytes")
+            body = encode_text(text)
         except (TypeError, ValueError) as e:
             return fail(e)
         return self._enqueue(group_id, peer, m.ContentType.TEXT, body, client_msg_id)
@@ -713,18 +713,14 @@ def open_session(
     outbox_path: str | os.PathLike[str] | None = None,
     state_path: str | os.PathLike[str] | None = None,
     listener: ChatListener | None = None,
-    known_servers: KnownServers | None = None,
-    server_fingerprint: str | None = None,
-    trust_on_first_use: TrustCallback | None = None,
+    trust: ServerTrust | None = None,
+    timeouts: Timeouts | None = None,
     device_id: bytes | None = None,
     backoff: Backoff | tuple[float, float, float] | None = None,
     clock: Any = None,
-    ping_interval: float = 30,
-    ping_timeout: float = 10,
-    handshake_timeout: float = 10,
-    login_timeout: float = 30,
     max_in_flight: int = 64,
     connector: Connector | None = None,
+    **shorthand: Any,
 ) -> ChatSession:
     """Open a session that stays signed in across connection losses, and start connecting.
 
@@ -741,45 +737,40 @@ def open_session(
             ``connection_state_changed`` with ``"connecting"``, ``"connected"``,
             ``"reconnecting"``, ``"resumed"`` or ``"offline"``, ``connection_lost`` per lost
             connection, and ``send_acknowledged`` / ``send_failed`` for outbox messages.
-        known_servers: The pin file (as :func:`connect`).
-        server_fingerprint: The expected fingerprint (as :func:`connect`).
-        trust_on_first_use: Asked about an unknown server (as :func:`connect`).
+        trust: How to trust the server (:class:`~chatproto.client.api.ServerTrust`, as
+            :func:`connect`).
+        timeouts: The timers (:class:`~chatproto.client.api.Timeouts`); a missing Pong
+            closes the connection, which triggers a reconnection; ``login_timeout`` bounds
+            one whole attempt (connect, sign in, sync) before it is abandoned and retried.
         device_id: 16 bytes identifying this device (default: from ``state_path``, else
             random).
         backoff: A :class:`Backoff`, or ``(initial, maximum, factor)`` seconds; default
             ``(0.5, 30, 2)`` with full jitter.
         clock: The IReactorTime for the session's timers (backoff, timeouts); default the
             reactor.
-        ping_interval: Seconds between pings; a missing Pong closes the connection, which
-            triggers a reconnection.
-        ping_timeout: Seconds to wait for a Pong.
-        handshake_timeout: Seconds to wait for the server's key after Hello.
-        login_timeout: Seconds for one whole attempt (connect, sign in, sync) before it is
-            abandoned and retried.
         max_in_flight: Messages sent and not yet acknowledged at most, per connection.
         connector: ``connector(listener) -> Deferred[ChatClient]`` replacing :func:`connect`
             (tests).
+        shorthand: The fields of ``ServerTrust`` and ``Timeouts`` as keywords
+            (``known_servers=pins, ping_timeout=5``).
 
     Returns:
         The :class:`ChatSession` (already connecting; see :meth:`ChatSession.wait_connected`).
     """
     if isinstance(backoff, tuple):
         backoff = Backoff(*backoff)
+    trust, timeouts = client_options(trust, timeouts, shorthand)
     timers = clock if clock is not None else reactor
     session: ChatSession
 
     def default_connector(bridge: ChatListener) -> Deferred[ChatClient]:
-        return connect(
-            reactor, endpoint, known_servers=known_servers,
-            server_fingerprint=server_fingerprint, trust_on_first_use=trust_on_first_use,
-            device_id=session.device_id, listener=bridge, ping_interval=ping_interval,
-            ping_timeout=ping_timeout, handshake_timeout=handshake_timeout,
-        )
+        return connect(reactor, endpoint, trust=trust, timeouts=timeouts,
+                       device_id=session.device_id, listener=bridge)
 
     session = ChatSession(
         timers, connector or default_connector, name, password, register=register,
         outbox_path=outbox_path, state_path=state_path, listener=listener,
-        device_id=device_id, backoff=backoff, login_timeout=login_timeout,
+        device_id=device_id, backoff=backoff, login_timeout=timeouts.login_timeout,
         max_in_flight=max_in_flight,
     )
     session.start()
