@@ -557,6 +557,8 @@ class ChatClient:
         """Tell the server this device has handled every message up to user_seq ``up_to``
         (cumulative; for ``auto_ack=False``). Messages after it are delivered again to this
         device on its next sync."""
+        if self._images:  # never past an image still arriving
+            up_to = min(up_to, min(self._images) - 1)
         protocol = self._protocol
         if up_to > self._acked_seq and protocol is not None and not protocol.closed:
             self._acked_seq = up_to
@@ -564,13 +566,7 @@ class ChatClient:
 
     def _send_ack(self) -> None:
         self._ack_call = None
-        up_to = self._highest_seq
-        if self._images:
-            up_to = min(up_to, min(self._images) - 1)
-        protocol = self._protocol
-        if up_to > self._acked_seq and protocol is not None and not protocol.closed:
-            self._acked_seq = up_to
-            protocol.send(m.DeliveryAck(up_to))
+        self.acknowledge(self._highest_seq)
 
     # --- handshake requests ----------------------------------------------------------------
 
