@@ -17,15 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
-from twisted.internet.endpoints import clientFromString
-from twisted.internet.interfaces import IAddress
-from twisted.internet.protocol import Factory
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -33,15 +29,28 @@ from chatproto.client.errors import (
     ChatClientError,
     ConnectionLost,
     HandshakeError,
-    ImageTooLarge,
     InvalidState,
     RegisterError,
     ServerError,
-    ServerKeyChanged,
     SigninError,
-    UntrustedServer,
 )
-from chatproto.client.known_servers import KnownServers, endpoint_host
+from chatproto.client.listener import ChatListener, notify
+from chatproto.client.options import (
+    ServerTrust,
+    Timeouts,
+    TrustCallback,
+    check_server_identity,
+    client_options,
+)
+from chatproto.client.outgoing import (
+    IMAGE_CHUNK_BYTES,
+    MAX_IMAGE_BYTES,
+    Target,
+    encode_text,
+    image_frames,
+    load_image,
+    split_target,
+)
 from chatproto.client.protocol import ChatClientProtocol
 from chatproto.wire import messages as m
 from chatproto.wire.errors import ErrorCode, LocalProtocolError
@@ -67,179 +76,12 @@ __all__ = [
     "Timeouts",
     "TrustCallback",
     "check_server_identity",
-    "connect",
     "encode_text",
 ]
 
-#: The largest image the client sends or accepts.
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
-#: The size of the image chunks the client sends (at most ``messages.MAX_CHUNK_BYTES``).
-IMAGE_CHUNK_BYTES = 256 * 1024
-
-#: ``trust_on_first_use(host, fingerprint)``: True to trust and pin an unknown server.
-TrustCallback = Callable[[str, str], "bool | Deferred[bool]"]
-Target = str | int
 
 T = TypeVar("T")
 _log = Logger()
-
-
-@dataclass(frozen=True)
-class ServerTrust:
-    """How a client decides to trust the server's identity key (:func:`check_server_identity`).
-
-    Attributes:
-        known_servers: The pin file; an unknown server is pinned there once trusted.
-        server_fingerprint: The expected fingerprint (``SHA256:...``), overriding the pins.
-        trust_on_first_use: ``(host, fingerprint) -> bool | Deferred[bool]`` asked about an
-            unknown server; without it (and without a pin) the server is refused.
-    """
-
-    known_servers: KnownServers | None = None
-    server_fingerprint: str | None = None
-    trust_on_first_use: TrustCallback | None = None
-
-    def check(self, host: str, fingerprint: str) -> Deferred[None]:
-        """:func:`check_server_identity` with these settings."""
-        return check_server_identity(host, fingerprint, known_servers=self.known_servers,
-                                     server_fingerprint=self.server_fingerprint,
-                                     trust_on_first_use=self.trust_on_first_use)
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """The timers of a connection (and, for a ChatSession, of a whole login attempt).
-
-    Attributes:
-        ping_interval: Seconds between pings once signed in.
-        ping_timeout: Seconds to wait for a Pong before closing.
-        handshake_timeout: Seconds to wait for the server's key after Hello.
-        login_timeout: (ChatSession) Seconds for one whole attempt (connect, sign in, sync)
-            before it is abandoned and retried.
-    """
-
-    ping_interval: float = 30
-    ping_timeout: float = 10
-    handshake_timeout: float = 10
-    login_timeout: float = 30
-
-
-def client_options(trust: ServerTrust | None, timeouts: Timeouts | None,
-                   shorthand: dict[str, Any]) -> tuple[ServerTrust, Timeouts]:
-    """The two option objects, from the objects and/or their fields given as keywords
-    (``known_servers=...``, ``ping_timeout=...``: a shorthand accepted by :class:`ChatClient`,
-    :func:`connect` and :func:`~chatproto.client.reconnect.open_session`).
-
-    Raises:
-        TypeError: For a keyword that is a field of neither.
-    """
-    trust = trust or ServerTrust()
-    timeouts = timeouts or Timeouts()
-    trust_fields = {k: v for k, v in shorthand.items() if k in ServerTrust.__dataclass_fields__}
-    timeout_fields = {k: v for k, v in shorthand.items() if k in Timeouts.__dataclass_fields__}
-    unknown = set(shorthand) - set(trust_fields) - set(timeout_fields)
-    if unknown:
-        raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
-    return replace(trust, **trust_fields), replace(timeouts, **timeout_fields)
-
-
-def encode_text(text: str) -> bytes:
-    """A message text as UTF-8; ValueError if it is empty or longer than
-    ``messages.MAX_TEXT_BYTES`` (the one check every client uses before sending)."""
-    body = text.encode("utf-8")
-    if not body:
-        raise ValueError("the text is empty")
-    if len(body) > m.MAX_TEXT_BYTES:
-        raise ValueError(f"the text is longer than {m.MAX_TEXT_BYTES} bytes")
-    return body
-
-
-class ChatListener:
-    """Receives what the server pushes; override the methods you need (all are no-ops).
-
-    Exceptions raised by a listener method are logged and otherwise ignored.
-    """
-
-    def message_received(self, deliver: m.Deliver, image: bytes | None) -> None:
-        """A message arrived. For an image, ``image`` is the whole verified image (``deliver``
-        is the first frame; its ``body`` is only the first chunk)."""
-
-    def receipt_received(self, receipt: m.Receipt) -> None:
-        """A message we sent was delivered to or read by someone."""
-
-    def typing_received(self, event: m.TypingEvent) -> None:
-        """Someone started or stopped typing."""
-
-    def presence_changed(self, event: m.PresenceEvent) -> None:
-        """A contact came online or went offline."""
-
-    def error_received(self, code: int, reason: str) -> None:
-        """An error not tied to a request (an unsolicited ERROR, a corrupt image)."""
-
-    def connection_state_changed(self, state: str) -> None:
-        """For a :class:`ChatClient`: ``"connected"`` (server trusted), ``"signed_in"`` or
-        ``"offline"``. For a :class:`~chatproto.client.reconnect.ChatSession`:
-        ``"connecting"``, ``"connected"``, ``"reconnecting"``, ``"resumed"`` or
-        ``"offline"``."""
-
-    def send_acknowledged(self, ack: m.SendAck) -> None:
-        """(ChatSession only) A message of the outbox was stored by the server; also called
-        for messages queued by an earlier process with the same outbox file."""
-
-    def send_failed(self, client_msg_id: bytes, error: Exception) -> None:
-        """(ChatSession only) The server refused an outbox message for good (unknown user,
-        not a member, ...); it was removed from the outbox."""
-
-    def connection_lost(self, reason: Failure) -> None:
-        """The connection closed; ``reason`` says why."""
-
-
-def check_server_identity(
-    host: str,
-    fingerprint: str,
-    *,
-    known_servers: KnownServers | None = None,
-    server_fingerprint: str | None = None,
-    trust_on_first_use: TrustCallback | None = None,
-) -> Deferred[None]:
-    """Decide whether to trust a server's identity.
-
-    An explicit ``server_fingerprint`` must match; otherwise a pin in ``known_servers`` must
-    match; otherwise ``trust_on_first_use`` is asked and, if it answers True, the fingerprint is
-    pinned. With neither a pin nor a callback, the server is refused.
-
-    Args:
-        host: The server, as ``host:port``.
-        fingerprint: The fingerprint the server proved it holds.
-        known_servers: The pin file.
-        server_fingerprint: The expected fingerprint, overriding the pin file.
-        trust_on_first_use: Asked about unknown servers; may return a Deferred.
-
-    Returns:
-        A Deferred firing with None if trusted, else failing with ServerKeyChanged or
-        UntrustedServer.
-    """
-    if server_fingerprint is not None:
-        if constant_time_equal(server_fingerprint.encode(), fingerprint.encode()):
-            return succeed(None)
-        return fail(ServerKeyChanged(host, server_fingerprint, fingerprint))
-    expected = known_servers.lookup(host) if known_servers is not None else None
-    if expected is not None:
-        if constant_time_equal(expected.encode(), fingerprint.encode()):
-            return succeed(None)
-        return fail(ServerKeyChanged(host, expected, fingerprint))
-    if trust_on_first_use is None:
-        return fail(UntrustedServer(host, fingerprint))
-    callback = trust_on_first_use
-
-    def decided(trusted: object) -> None:
-        if trusted is not True:
-            raise UntrustedServer(host, fingerprint)
-        if known_servers is not None:
-            known_servers.add(host, fingerprint)
-
-    d: Deferred[Any] = maybeDeferred(callback, host, fingerprint)
-    return d.addCallback(decided)
 
 
 @dataclass
@@ -259,39 +101,6 @@ class _IncomingImage:
     parts: list[bytes] = field(default_factory=list)
     received: int = 0
     next_index: int = 1
-
-
-def notify(listener: ChatListener, method: str, *args: object) -> None:
-    """Call a listener method; an exception in the application's code is logged, never
-    allowed to break the connection's processing."""
-    try:
-        getattr(listener, method)(*args)
-    except Exception:
-        _log.failure("listener {method} raised", method=method)
-
-
-def load_image(data: bytes | str | os.PathLike[str]) -> bytes:
-    """An image's bytes, from bytes or a file path; ImageTooLarge above MAX_IMAGE_BYTES
-    (a file is refused by its size before it is read), ValueError if empty."""
-    if not isinstance(data, bytes):
-        path = Path(data)
-        if path.stat().st_size > MAX_IMAGE_BYTES:
-            raise ImageTooLarge(f"{path} is larger than {MAX_IMAGE_BYTES} bytes")
-        data = path.read_bytes()
-    if len(data) > MAX_IMAGE_BYTES:
-        raise ImageTooLarge(f"the image is larger than {MAX_IMAGE_BYTES} bytes")
-    if not data:
-        raise ValueError("the image is empty")
-    return data
-
-
-def _target(to: Target) -> tuple[int, str | None]:
-    """(group_id, peer) for a user name (a direct chat) or a group id."""
-    if isinstance(to, bool) or not isinstance(to, str | int):
-        raise TypeError(f"a target is a user name or a group id, not {to!r}")
-    if isinstance(to, str):
-        return 0, to
-    return to, None
 
 
 class ChatClient:
@@ -677,7 +486,7 @@ class ChatClient:
             A Deferred firing with SendAck, or failing with ServerError.
         """
         try:
-            group_id, peer = _target(to)
+            group_id, peer = split_target(to)
             body = encode_text(text)
         except (TypeError, ValueError) as e:
             return fail(e)
@@ -704,7 +513,7 @@ class ChatClient:
             A Deferred firing with SendAck, or failing with ServerError or ImageTooLarge.
         """
         try:
-            group_id, peer = _target(to)
+            group_id, peer = split_target(to)
             data = load_image(data)
             protocol = self._session_protocol()
         except Exception as e:
@@ -714,7 +523,7 @@ class ChatClient:
         req = self._allocate_req()
         d: Deferred[Any] = Deferred()
         self._pending[req] = _Pending(d, (m.SendAck,))
-        frames = _image_frames(req, msg_id, group_id, peer, data, info)
+        frames = image_frames(req, msg_id, group_id, peer, data, info)
 
         def stream_failed(failure: Failure) -> None:
             pending = self._pending.pop(req, None)
@@ -775,7 +584,7 @@ class ChatClient:
             limit: At most this many entries.
         """
         try:
-            group_id, peer = _target(to)
+            group_id, peer = split_target(to)
         except TypeError as e:
             return fail(e)
         return self._request(lambda req: m.History(req, group_id, peer, before_seq, limit),
@@ -784,7 +593,7 @@ class ChatClient:
     def mark_read(self, to: Target, up_to: int) -> Deferred[None]:
         """Tell the server (and the sender) we read a conversation up to ``up_to`` (no reply)."""
         try:
-            group_id, peer = _target(to)
+            group_id, peer = split_target(to)
         except TypeError as e:
             return fail(e)
         return self._oneway(lambda: m.Read(group_id, peer, up_to))
@@ -792,7 +601,7 @@ class ChatClient:
     def typing(self, to: Target, active: bool = True) -> Deferred[None]:
         """Tell a user or a group we are (or stopped) typing (no reply)."""
         try:
-            group_id, peer = _target(to)
+            group_id, peer = split_target(to)
         except TypeError as e:
             return fail(e)
         return self._oneway(lambda: m.Typing(group_id, peer, active))
@@ -849,68 +658,3 @@ _REPLIES = (
     m.Ok, m.AckCreate, m.AckCreateGroup, m.SendAck, m.Groups, m.Members, m.Presence,
     m.HistoryPage, m.SyncDone, m.AckQuit,
 )
-
-
-def _image_frames(req: int, msg_id: bytes, group_id: int, peer: str | None, data: bytes,
-                  info: m.ImageInfo) -> Iterator[m.Message]:
-    """CHAT with the first chunk, then IMAGE_CHUNK(ref=req) for the rest, built lazily."""
-    view = memoryview(data)
-    size = IMAGE_CHUNK_BYTES
-    yield m.Chat(req, msg_id, group_id, peer, None, m.ContentType.IMAGE, bytes(view[:size]),
-                 info)
-    for index, offset in enumerate(range(size, len(data), size), start=1):
-        yield m.ImageChunk(req, index, bytes(view[offset:offset + size]))
-
-
-class _ClientFactory(Factory):
-    """Builds the client's protocol for the endpoint."""
-
-    def __init__(self, client: ChatClient) -> None:
-        self.client = client
-
-    def buildProtocol(self, addr: IAddress | None) -> ChatClientProtocol:
-        return self.client.build_protocol()
-
-
-def connect(
-    reactor: Any,
-    endpoint: str,
-    *,
-    trust: ServerTrust | None = None,
-    timeouts: Timeouts | None = None,
-    device_id: bytes | None = None,
-    listener: ChatListener | None = None,
-    auto_ack: bool = True,
-    **shorthand: Any,
-) -> Deferred[ChatClient]:
-    """Connect to a server and check its identity.
-
-    Args:
-        reactor: The reactor.
-        endpoint: A client endpoint description (``tcp:host:port``, ``tls:host:port``, ...).
-        trust: How to decide whether to trust the server (:class:`ServerTrust`: the pin
-            file, an expected fingerprint, a trust-on-first-use callback).
-        timeouts: The connection's timers (:class:`Timeouts`).
-        device_id: 16 bytes identifying this device (random if omitted).
-        listener: Receives pushed messages and state changes.
-        auto_ack: See :class:`ChatClient`.
-        shorthand: The fields of :class:`ServerTrust` and :class:`Timeouts` as keywords
-            (``known_servers=pins, server_fingerprint=fp``).
-
-    Returns:
-        A Deferred firing with a ChatClient in the state ``"connected"`` (handshaken, not
-        signed in), or failing with ServerKeyChanged, UntrustedServer, HandshakeTimeout,
-        ConnectionLost or the connection error.
-    """
-    try:
-        client = ChatClient(reactor, endpoint_host(endpoint), trust=trust, timeouts=timeouts,
-                            device_id=device_id, listener=listener, auto_ack=auto_ack,
-                            **shorthand)
-        connecting: Deferred[Any] = clientFromString(reactor, endpoint).connect(
-            _ClientFactory(client)
-        )
-    except Exception as e:
-        return fail(e)
-    client._connecting = connecting
-    connecting.addErrback(client._fire_ready)
-    return client.ready

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import tempfile
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -30,19 +28,9 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from chatproto.client.api import (
-    ChatClient,
-    ChatListener,
-    ServerTrust,
-    Target,
-    Timeouts,
-    _target,
-    client_options,
-    connect,
-    encode_text,
-    load_image,
-    notify,
-)
+from chatproto.client.api import ChatClient
+from chatproto.client.backoff import Backoff, write_json_atomically
+from chatproto.client.endpoint import connect
 from chatproto.client.errors import (
     ConnectionLost,
     RegisterError,
@@ -52,7 +40,10 @@ from chatproto.client.errors import (
     SigninError,
     UntrustedServer,
 )
+from chatproto.client.listener import ChatListener, SessionBridge, notify
+from chatproto.client.options import ServerTrust, Timeouts, client_options
 from chatproto.client.outbox import Outbox, OutboxEntry
+from chatproto.client.outgoing import Target, encode_text, load_image, split_target
 from chatproto.wire import messages as m
 from chatproto.wire.errors import ErrorCode
 
@@ -72,108 +63,6 @@ RETRYABLE_CODES = frozenset({
 _RETRY_LOGIN_CODES = frozenset({ErrorCode.TRY_LATER, ErrorCode.TOO_MANY_ATTEMPTS,
                                 ErrorCode.INTERNAL_ERROR, ErrorCode.STORAGE_UNAVAILABLE,
                                 ErrorCode.SERVER_BUSY})
-
-
-class Backoff:
-    """Exponential backoff with full jitter: the n-th delay (n = 0, 1, ...) is uniform in
-    ``[0, min(maximum, initial * factor ** n)]``.
-
-    Args:
-        initial: The cap of the first delay, in seconds.
-        maximum: The largest cap.
-        factor: The growth of the cap per attempt.
-        rng: The random source (tests pass a seeded ``random.Random``).
-    """
-
-    def __init__(self, initial: float = 0.5, maximum: float = 30.0, factor: float = 2.0,
-                 rng: random.Random | None = None) -> None:
-        if initial <= 0 or maximum < initial or factor < 1:
-            raise ValueError("need 0 < initial <= maximum and factor >= 1")
-        self.initial = initial
-        self.maximum = maximum
-        self.factor = factor
-        self.rng = rng if rng is not None else random.Random()  # noqa: S311 - not crypto
-        self.attempt = 0
-
-    def cap(self) -> float:
-        """The upper bound of the next delay."""
-        return min(self.maximum, self.initial * self.factor ** min(self.attempt, 64))
-
-    def next_delay(self) -> float:
-        """The next delay (and count the attempt)."""
-        delay = self.rng.uniform(0, self.cap())
-        self.attempt += 1
-        return delay
-
-    def reset(self) -> None:
-        """Start again from ``initial`` (after a successful connection)."""
-        self.attempt = 0
-
-
-def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to a temporary file in the same directory, fsync it, then rename it
-    over ``path`` (readers see the old or the new file, never a torn one)."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
-class _Bridge(ChatListener):
-    """The listener of one connection: forwards to the session while it is current."""
-
-    def __init__(self, session: ChatSession, generation: int) -> None:
-        self.session = session
-        self.generation = generation
-
-    def _current(self) -> bool:
-        return self.generation == self.session._generation
-
-    def message_received(self, deliver: m.Deliver, image: bytes | None) -> None:
-        if self._current():
-            self.session._on_deliver(deliver, image)
-
-    def receipt_received(self, receipt: m.Receipt) -> None:
-        if self._current():
-            self.session._notify("receipt_received", receipt)
-
-    def typing_received(self, event: m.TypingEvent) -> None:
-        if self._current():
-            self.session._notify("typing_received", event)
-
-    def presence_changed(self, event: m.PresenceEvent) -> None:
-        if self._current():
-            self.session._notify("presence_changed", event)
-
-    def error_received(self, code: int, reason: str) -> None:
-        if self._current():
-            self.session._notify("error_received", code, reason)
-
-    def connection_state_changed(self, state: str) -> None:
-        """The session reports its own states; the per-connection ones are not forwarded."""
-
-    def connection_lost(self, reason: Failure) -> None:
-        if self._current():
-            self.session._connection_lost(reason)
 
 
 class ChatSession:
@@ -308,7 +197,7 @@ class ChatSession:
             then stays in a persistent outbox).
         """
         try:
-            group_id, peer = _target(to)
+            group_id, peer = split_target(to)
             body = encode_text(text)
         except (TypeError, ValueError) as e:
             return fail(e)
@@ -320,7 +209,7 @@ class ChatSession:
         Messages queued after an image are sent once the image is acknowledged, so the
         server stores them in order."""
         try:
-            group_id, peer = _target(to)
+            group_id, peer = split_target(to)
             data = load_image(data)
         except Exception as e:
             return fail(e)
@@ -442,7 +331,7 @@ class ChatSession:
             return
         self._generation += 1
         generation = self._generation
-        bridge = _Bridge(self, generation)
+        bridge = SessionBridge(self, generation)
         d = self._connector(bridge)
         self._attempt_d = d
         if self.login_timeout > 0:
@@ -609,7 +498,7 @@ class ChatSession:
         data: dict[str, Any] = {"device_id": self.device_id.hex(), "name": self.name}
         if self._have_cursor:
             data["cursor"] = self.cursor
-        _write_json_atomically(self.state_path, data)
+        write_json_atomically(self.state_path, data)
 
     # --- sending -------------------------------------------------------------------------
 

@@ -18,22 +18,17 @@ kept in the state directory, so they are sent even after a restart.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import urwid
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto.client import (
-    ChatListener,
     ChatSession,
     RegisterError,
     ServerError,
@@ -48,25 +43,28 @@ from chatproto.client import (
 )
 from chatproto.terminal.cli import (
     EXIT_AUTH,
-    EXIT_CONNECTION,
     EXIT_IDENTITY,
     EXIT_OK,
     Settings,
-    build_parser,
     load_device_id,
-    run_command,
 )
 from chatproto.terminal.commandline import complete, parse_command
 from chatproto.terminal.commands import HANDLERS, OFFLINE_COMMANDS
 from chatproto.terminal.local_state import LocalStore
 from chatproto.terminal.model import ChatModel, Conversation
 from chatproto.terminal.presentation import format_size, save_image
-from chatproto.terminal.screens import LoginForm, message_view
+from chatproto.terminal.screens import (
+    LoginForm,
+    key_changed_text,
+    message_view,
+    trust_question,
+)
+from chatproto.terminal.session_link import SessionLink
 from chatproto.terminal.view import MainView, StatusInfo
 from chatproto.terminal.widgets import PALETTE, KeyView
 from chatproto.wire import messages as m
 
-__all__ = ["TerminalClient", "main", "run_interactive", "terminal_flow_control_off"]
+__all__ = ["TerminalClient"]
 
 _log = Logger()
 
@@ -75,84 +73,6 @@ TYPING_REFRESH = 3.0
 TYPING_PAUSE = 4.0
 #: Seconds the status line shows ``resumed`` after a reconnection before ``connected``.
 RESUMED_SHOWN = 3.0
-
-
-class _Link(ChatListener):
-    """The listener of one session: forwards to the app while the session is current."""
-
-    def __init__(self, app: TerminalClient, generation: int) -> None:
-        self.app = app
-        self.generation = generation
-
-    def _current(self) -> bool:
-        return self.generation == self.app.generation
-
-    def message_received(self, deliver: m.Deliver, image: bytes | None) -> None:
-        if self._current():
-            self.app.on_message(deliver, image)
-
-    def receipt_received(self, receipt: m.Receipt) -> None:
-        if self._current():
-            self.app.model.receipt(receipt)
-            self.app.save_windows()
-            self.app.redraw()
-
-    def typing_received(self, event: m.TypingEvent) -> None:
-        if self._current():
-            self.app.model.typing(event, self.app.reactor.seconds())
-            self.app.redraw()
-
-    def presence_changed(self, event: m.PresenceEvent) -> None:
-        if self._current():
-            self.app.model.set_presence(event.name, event.online, event.last_seen_ms,
-                                        announce=True)
-            self.app.redraw()
-
-    def error_received(self, code: int, reason: str) -> None:
-        if self._current():
-            self.app.model.notice(f"server error {code}: {reason}", level="error")
-            self.app.redraw()
-
-    def connection_state_changed(self, state: str) -> None:
-        if self._current():
-            self.app.on_state(state)
-
-    def connection_lost(self, reason: Failure) -> None:
-        if self._current():
-            self.app.on_connection_lost(reason)
-
-    def send_acknowledged(self, ack: m.SendAck) -> None:
-        if self._current():
-            self.app.model.acked(ack)
-            self.app.redraw()
-
-    def send_failed(self, client_msg_id: bytes, error: Exception) -> None:
-        if self._current():
-            why = f"{error.reason} ({error.code})" if isinstance(error, ServerError) else str(
-                error)
-            self.app.model.failed(client_msg_id, why)
-            self.app.redraw()
-
-
-@contextmanager
-def terminal_flow_control_off(fd: int) -> Iterator[None]:
-    """Turn the terminal's XON/XOFF flow control off while the client runs (so Ctrl-Q and
-    Ctrl-S reach it), and restore the terminal's settings afterwards. Nothing happens if
-    ``fd`` is not a terminal."""
-    try:
-        import termios
-
-        saved = termios.tcgetattr(fd)
-    except (ImportError, OSError, ValueError):
-        yield
-        return
-    changed = list(saved)
-    changed[0] = saved[0] & ~(termios.IXON | termios.IXOFF)
-    termios.tcsetattr(fd, termios.TCSANOW, changed)
-    try:
-        yield
-    finally:
-        termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
 class TerminalClient:
@@ -259,15 +179,8 @@ class TerminalClient:
     def ask_trust(self, host: str, fingerprint: str) -> Deferred[bool]:
         """The first-contact prompt: show the fingerprint, wait for y or n."""
         self.trust_answer = Deferred()
-        self._show("trust", message_view([
-            ("title", "New server\n\n"),
-            f"You have not connected to {host} before. Its identity key fingerprint is\n\n",
-            ("title", f"    {fingerprint}\n\n"),
-            "Compare it with the one the server's operator gave you (the server logs it at "
-            "start; chatproto-admin prints it).\n\n",
-            f"Trust this server and remember its key in {self.settings.known_servers.path}? ",
-            ("title", "[y/n]"),
-        ]))
+        self._show("trust", message_view(trust_question(host, fingerprint,
+                                                        self.settings.known_servers.path)))
         return self.trust_answer
 
     def show_fatal(self, text: list[Any], code: int) -> None:
@@ -278,16 +191,8 @@ class TerminalClient:
 
     def _trust_failure(self, error: BaseException) -> bool:
         if isinstance(error, ServerKeyChanged):
-            self.show_fatal([
-                ("alert", " SERVER IDENTITY CHANGED "), "\n\n",
-                f"The server {error.host} presented a different identity key than the one "
-                "pinned for it.\n\n",
-                "  pinned:    ", ("title", error.expected), "\n",
-                "  presented: ", ("title", error.got), "\n\n",
-                "Someone may be impersonating the server, or its key was replaced. Nothing was "
-                "sent. If the operator confirms the new key, remove the line for "
-                f"{error.host} from {self.settings.known_servers.path} and start again.",
-            ], EXIT_IDENTITY)
+            pins = self.settings.known_servers.path
+            self.show_fatal(key_changed_text(error, pins), EXIT_IDENTITY)
             return True
         if isinstance(error, UntrustedServer):
             self.show_fatal([f"You did not trust {error.host} ({error.fingerprint}); not "
@@ -343,7 +248,7 @@ class TerminalClient:
             trust=self.settings.trust(self.ask_trust), device_id=self.device_id,
             state_path=self.store.path("session", name, "json"),
             outbox_path=self.store.path("outbox", name, "sqlite"),
-            listener=_Link(self, self.generation))
+            listener=SessionLink(self, self.generation))
         self.client = session
         self.store.restore_windows(self.model)
         try:
@@ -748,38 +653,5 @@ class TerminalClient:
     def run(self) -> int:
         """Run until the user quits; returns the exit status."""
         self.reactor.callWhenRunning(self.start)
-        with terminal_flow_control_off(sys.stdin.fileno()):
-            self.loop.run()
+        self.loop.run()
         return self.exit_code
-
-
-def _start_log(state_dir: Path) -> None:
-    """Log to ``STATE_DIR/client.log`` (the screen belongs to the UI)."""
-    try:
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        log_file = open(state_dir / "client.log", "a", encoding="utf-8")  # noqa: SIM115
-    except OSError:
-        return
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(log_file)],  # type: ignore[list-item]
-                                      redirectStandardIO=False)
-
-
-def run_interactive(args: argparse.Namespace) -> int:
-    """Run the interactive client with parsed options; returns the exit status."""
-    from twisted.internet import reactor
-
-    settings = Settings.from_args(args)
-    _start_log(settings.state_dir)
-    app = TerminalClient(reactor, settings)
-    try:
-        return app.run()
-    except KeyboardInterrupt:
-        return EXIT_CONNECTION
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """The ``chatproto-client`` entry point: a command, or the interactive client."""
-    args = build_parser().parse_args(argv)
-    if args.command is None:
-        sys.exit(run_interactive(args))
-    run_command(args)

@@ -4,14 +4,16 @@ the first-contact trust question and the fatal messages (a changed server key)."
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import urwid
 
+from chatproto.client import ServerKeyChanged
 from chatproto.terminal.cli import NAME_RULE
 from chatproto.wire import messages as m
 
-__all__ = ["LoginForm", "boxed", "message_view"]
+__all__ = ["LoginForm", "boxed", "key_changed_text", "message_view", "trust_question"]
 
 
 def boxed(widget: urwid.Widget, title: str, attr: str = "") -> urwid.Widget:
@@ -24,6 +26,33 @@ def boxed(widget: urwid.Widget, title: str, attr: str = "") -> urwid.Widget:
 def message_view(text: str | list[Any], attr: str = "") -> urwid.Widget:
     """A screen of text in a box."""
     return boxed(urwid.Text(text), "chatproto", attr)
+
+
+def trust_question(host: str, fingerprint: str, pins: Path) -> list[Any]:
+    """The first-contact question: the server's fingerprint, and ``[y/n]``."""
+    return [
+        ("title", "New server\n\n"),
+        f"You have not connected to {host} before. Its identity key fingerprint is\n\n",
+        ("title", f"    {fingerprint}\n\n"),
+        "Compare it with the one the server's operator gave you (the server logs it at "
+        "start; chatproto-admin prints it).\n\n",
+        f"Trust this server and remember its key in {pins}? ",
+        ("title", "[y/n]"),
+    ]
+
+
+def key_changed_text(error: ServerKeyChanged, pins: Path) -> list[Any]:
+    """The "SERVER IDENTITY CHANGED" screen."""
+    return [
+        ("alert", " SERVER IDENTITY CHANGED "), "\n\n",
+        f"The server {error.host} presented a different identity key than the one "
+        "pinned for it.\n\n",
+        "  pinned:    ", ("title", error.expected), "\n",
+        "  presented: ", ("title", error.got), "\n\n",
+        "Someone may be impersonating the server, or its key was replaced. Nothing was "
+        f"sent. If the operator confirms the new key, remove the line for {error.host} "
+        f"from {pins} and start again.",
+    ]
 
 
 class LoginForm:
