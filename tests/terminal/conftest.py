@@ -22,7 +22,8 @@ BIN = Path(sys.executable).parent
 TWISTD = str(BIN / "twistd")
 CLIENT = str(BIN / "chatproto-client")
 PASSWORD = "correct horse battery"
-FAST_ARGS = ["--insecure-fast-hashing", "--argon2-memory-kib", "64", "--argon2-iterations", "1"]
+FAST_ARGS = ["--insecure-fast-hashing", "--argon2-memory-kib", "64", "--argon2-iterations", "1",
+             "--registrations-per-ip", "1000"]
 #: The longest a single wait in these tests lasts.
 WAIT = 20.0
 
