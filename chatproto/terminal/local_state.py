@@ -10,7 +10,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from chatproto.terminal.model import ChatModel
+from chatproto.terminal.model import ChatModel, Key
 from chatproto.wire import messages as m
 
 __all__ = ["LocalStore"]
@@ -63,6 +63,10 @@ class LocalStore:
         if not isinstance(saved, dict):
             return
         model.left_groups.update(int(g) for g in saved.get("left_groups", []))
+        for entry in saved.get("marks", []):  # conversations without a window
+            key: Key = ("group", int(entry["group"])) if entry.get("group") else (
+                "dm", str(entry.get("dm", "")))
+            model.marks[key] = (int(entry.get("delivered", 0)), int(entry.get("read", 0)))
         for entry in saved.get("windows", []):
             if entry.get("dm"):
                 conv = model.dm(str(entry["dm"]))
@@ -86,7 +90,9 @@ class LocalStore:
                 entry = {"dm": conv.target}
             entry.update(delivered=conv.delivered_upto, read=conv.read_upto)
             windows.append(entry)
-        data = {"windows": windows, "left_groups": sorted(model.left_groups)}
+        marks = [{key[0]: key[1], "delivered": delivered, "read": read}
+                 for key, (delivered, read) in model.marks.items()]
+        data = {"windows": windows, "marks": marks, "left_groups": sorted(model.left_groups)}
         try:
             self.path("windows", model.me, "json").write_text(json.dumps(data))
         except OSError as e:

@@ -164,6 +164,9 @@ class ChatModel:
         self.group_members: dict[int, list[str]] = {}
         #: Groups we left (or were removed from): their events and messages open no window.
         self.left_groups: set[int] = set()
+        #: The delivered / read marks of conversations without an open window (closed, or
+        #: restored from the local store before their window opens).
+        self.marks: dict[Key, tuple[int, int]] = {}
         #: Contacts who came online recently, not announced yet (name → since, ms).
         self.pending_online: dict[str, int] = {}
         self.active = 0
@@ -186,6 +189,7 @@ class ChatModel:
         conv = self.by_key.get(key)
         if conv is None and create:
             conv = Conversation(key, self._title(key))
+            conv.delivered_upto, conv.read_upto = self.marks.pop(key, (0, 0))
             self.by_key[key] = conv
             self.windows.append(conv)
             self.version += 1
@@ -242,6 +246,8 @@ class ChatModel:
         index = self.windows.index(conv)
         del self.windows[index]
         del self.by_key[conv.key]
+        if conv.delivered_upto or conv.read_upto:
+            self.marks[conv.key] = (conv.delivered_upto, conv.read_upto)
         if self.active >= index:
             self.active = max(0, self.active - 1)
         self.version += 1
@@ -437,9 +443,13 @@ class ChatModel:
         """A delivery or read receipt: ✓✓ or read on our messages up to its sequence."""
         key: Key = ("group", receipt.group_id) if receipt.group_id else ("dm", receipt.by)
         conv = self.by_key.get(key)
-        if conv is None:
-            return
         status = READ if receipt.kind == m.ReceiptKind.READ else DELIVERED
+        if conv is None:
+            delivered, read = self.marks.get(key, (0, 0))
+            if status == READ:
+                read = max(read, receipt.conv_seq)
+            self.marks[key] = (max(delivered, receipt.conv_seq), read)
+            return
         if status == READ:
             conv.read_upto = max(conv.read_upto, receipt.conv_seq)
         conv.delivered_upto = max(conv.delivered_upto, receipt.conv_seq)

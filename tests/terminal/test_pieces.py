@@ -177,6 +177,15 @@ def test_marks_come_back_from_the_local_store(tmp_path: Path) -> None:
     assert marks == {2: READ, 3: DELIVERED, 4: STORED}
     assert bob.read_upto == 2
 
+    # A closed window's marks are kept too (and a receipt for it), and saved.
+    again.close(again.dm("bob"))
+    again.receipt(m.Receipt(m.ReceiptKind.READ, 0, "bob", 4))
+    store.save_windows(again)
+    third = ChatModel("alice", now_ms=lambda: T0)
+    store.restore_windows(third)
+    assert third.find("bob") is None
+    assert third.dm("bob").mark_of(4) == READ
+
 
 def test_a_left_group_does_not_come_back(tmp_path: Path) -> None:
     """Leaving closes the group's window; the focus goes to the window before it; our own
