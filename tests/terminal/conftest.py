@@ -50,13 +50,15 @@ class ChatServer:
         return f"tcp:127.0.0.1:{self.port}"
 
 
-def _start_server(directory: Path) -> ChatServer:
-    port = free_port()
+def start_server(directory: Path, port: int | None = None) -> ChatServer:
+    """A ``twistd -n chatserver`` on ``port`` (a free one by default) with its database and
+    key in ``directory`` (start it again with the same arguments to restart it)."""
+    port = port or free_port()
     log = directory / "server.log"
     args = [TWISTD, "-n", "--pidfile=", "chatserver", "--listen",
             f"tcp:{port}:interface=127.0.0.1", "--database", f"sqlite:{directory / 'chat.db'}",
             "--identity", str(directory / "server.key"), *FAST_ARGS]
-    with open(log, "wb") as out:
+    with open(log, "ab") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=directory)
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
@@ -70,12 +72,13 @@ def _start_server(directory: Path) -> ChatServer:
     else:
         proc.kill()
         pytest.fail(f"the server did not listen:\n{log.read_text()}")
-    found = re.search(r"fingerprint: (SHA256:\S+)", log.read_text())
+    found = re.findall(r"fingerprint: (SHA256:\S+)", log.read_text())
     assert found, log.read_text()
-    return ChatServer(proc, port, found.group(1), log)
+    return ChatServer(proc, port, found[-1], log)
 
 
-def _stop_server(server: ChatServer) -> None:
+def stop_server(server: ChatServer) -> None:
+    """SIGTERM, and wait for the server to exit."""
     if server.proc.poll() is None:
         server.proc.send_signal(signal.SIGTERM)
         try:
@@ -88,9 +91,9 @@ def _stop_server(server: ChatServer) -> None:
 @pytest.fixture(scope="module")
 def chat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer]:
     """One server per test module (tests use distinct user names)."""
-    server = _start_server(tmp_path_factory.mktemp("server"))
+    server = start_server(tmp_path_factory.mktemp("server"))
     yield server
-    _stop_server(server)
+    stop_server(server)
 
 
 @pytest.fixture

@@ -1,0 +1,184 @@
+"""The terminal client as people use it day to day, driven in tmux against a real server:
+quitting with Ctrl-Q, line editing, group windows, kept marks, leaving groups, local image
+checks, reconnecting."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+
+from tests.terminal.conftest import (
+    CLIENT,
+    PASSWORD,
+    WAIT,
+    ChatServer,
+    Tmux,
+    start_server,
+    stop_server,
+)
+
+
+def _client(server: ChatServer, tmp_path: Path, who: str, *extra: str) -> list[str]:
+    return [CLIENT, "--server", server.endpoint, "--server-fingerprint", server.fingerprint,
+            "--state-dir", str(tmp_path / f"state-{who}"),
+            "--downloads", str(tmp_path / f"downloads-{who}"), *extra]
+
+
+def _register(server: ChatServer, tmp_path: Path, env: dict[str, str], *names: str) -> None:
+    password = tmp_path / "password"
+    password.write_text(PASSWORD + "\n")
+    for name in names:
+        result = subprocess.run(
+            [CLIENT, "register", "--server", server.endpoint, "--name", name,
+             "--password-file", str(password), "--server-fingerprint", server.fingerprint,
+             "--state-dir", str(tmp_path / f"cli-{name}")],
+            capture_output=True, text=True, env=env, timeout=WAIT)
+        assert result.returncode == 0, result.stderr
+
+
+def _sign_in(tmux: Tmux, who: str, name: str | None) -> None:
+    tmux.wait_for(who, "Password:")
+    if name is not None:
+        tmux.type(who, name)
+        tmux.send(who, "Tab")
+    tmux.type(who, PASSWORD)
+    tmux.send(who, "Enter")
+    tmux.wait_for(who, "Signed in as")
+
+
+def _command(tmux: Tmux, who: str, line: str) -> None:
+    tmux.type(who, line)
+    tmux.send(who, "Enter")
+
+
+def test_ctrl_q_quits_and_the_line_edits_like_readline(chat_server: ChatServer, tmux: Tmux,
+                                                       tmp_path: Path,
+                                                       client_env: dict[str, str]) -> None:
+    """With the terminal's flow control on (ixon), Ctrl-Q still quits (status 0) and the
+    setting is restored afterwards; Ctrl-U clears the line, so "/win 1" typed after it is a
+    command and the old text is never sent."""
+    _register(chat_server, tmp_path, client_env, "abe", "bea")
+    line = " ".join(shlex.quote(a) for a in _client(chat_server, tmp_path, "abe", "--name",
+                                                     "abe"))
+    tmux.start("abe", ["sh", "-c", f"stty ixon; {line}; echo CLIENT $?; stty -a"])
+    _sign_in(tmux, "abe", None)
+    _command(tmux, "abe", "/msg bea")
+    tmux.wait_for("abe", "[2:bea]")
+    tmux.type("abe", "some old text")
+    tmux.send("abe", "C-u")
+    _command(tmux, "abe", "/win 1")
+    tmux.wait_for("abe", "[1:status]")
+    tmux.type("abe", "one two three")
+    tmux.send("abe", "C-w", "C-a", "M-f")
+    tmux.type("abe", "X")
+    tmux.send("abe", "C-e")
+    tmux.type("abe", "!")
+    tmux.wait_for("abe", "oneX two !")
+    tmux.send("abe", "C-q")
+    screen = tmux.wait_for("abe", "CLIENT 0")
+    assert "some old text" not in screen.split("CLIENT 0")[0].replace("\n", "")
+    settings = screen.split("CLIENT 0")[1].split()
+    assert "ixon" in settings and "-ixon" not in settings
+
+
+def test_groups_marks_leaving_and_images(chat_server: ChatServer, tmux: Tmux, tmp_path: Path,
+                                         client_env: dict[str, str]) -> None:
+    """An invited member's group window shows the members at once; a "read" mark survives a
+    restart (and a closed window); the sign-in name is pre-filled on restart; /image of a
+    non-image is refused locally with one line; /group leave closes the group's window for
+    good and /close closes the window it is typed in."""
+    _register(chat_server, tmp_path, client_env, "cleo", "dirk")
+    tmux.start("cleo", _client(chat_server, tmp_path, "cleo", "--name", "cleo"))
+    _sign_in(tmux, "cleo", None)
+    tmux.start("dirk", _client(chat_server, tmp_path, "dirk"))
+    _sign_in(tmux, "dirk", "dirk")
+
+    _command(tmux, "cleo", "/group create dirk")
+    tmux.wait_for("cleo", "cleo created the group")
+    tmux.wait_for("dirk", "2 # cleo, dirk")  # the window list
+    tmux.send("dirk", "M-2")
+    tmux.wait_for("dirk", "(group ")
+    tmux.wait_for("dirk", "cleo, ●dirk")  # the topic lists the members
+
+    _command(tmux, "dirk", "/msg cleo hi cleo")
+    tmux.wait_for("dirk", "hi cleo ✓")
+    tmux.wait_for("cleo", "(1)")
+    tmux.send("cleo", "M-3")
+    tmux.wait_for("cleo", "<dirk> hi cleo")
+    tmux.wait_for("dirk", "hi cleo ✓✓ read")
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    _command(tmux, "dirk", f"/image {notes}")
+    screen = tmux.wait_for("dirk", "(PNG, JPEG, GIF or WebP)")  # "... is not an image (...)"
+    assert screen.count("(PNG, JPEG, GIF or WebP)") == 1 and "✗" not in screen
+
+    tmux.send("dirk", "M-2")
+    tmux.wait_for("dirk", "[2:#cleo, dirk]")
+    tmux.send("cleo", "M-2")
+    tmux.wait_for("cleo", "[2:#cleo, dirk]")
+    _command(tmux, "dirk", "/group leave")
+    tmux.wait_for("cleo", "dirk left the group")
+    _command(tmux, "dirk", "/who")  # a round trip: our own LEFT event arrived before it
+    screen = tmux.wait_for("dirk", "cleo ● online")
+    assert "cleo, dirk" not in screen and "NOT_A_MEMBER" not in screen
+    assert "[1:status]" in screen and " 2 ● cleo" in screen  # focus before, cleo renumbered
+
+    tmux.send("dirk", "M-2")
+    tmux.wait_for("dirk", "[2:cleo]")
+    _command(tmux, "dirk", "/close")
+    screen = tmux.wait_for("dirk", "[1:status]")
+    assert " 2 ● cleo" not in screen
+
+    _command(tmux, "dirk", "/quit")
+    tmux.wait_for("dirk", "EXITED 0")
+    tmux.start("dirk2", _client(chat_server, tmp_path, "dirk"))
+    screen = tmux.wait_for("dirk2", "Password:")
+    assert "Name:     dirk" in screen
+    tmux.type("dirk2", PASSWORD)
+    tmux.send("dirk2", "Enter")
+    tmux.wait_for("dirk2", "Signed in as dirk")
+    _command(tmux, "dirk2", "/msg cleo")
+    tmux.wait_for("dirk2", "hi cleo ✓✓ read")
+    assert "cleo, dirk" not in tmux.capture("dirk2")
+
+
+def test_status_line_after_a_reconnection(tmux: Tmux, tmp_path: Path,
+                                          client_env: dict[str, str]) -> None:
+    """The server restarts: the client says reconnecting, then resumed, then connected again;
+    a message typed during the outage is sent after it, and the lag shown is not the
+    outage's length; Up recalls that line without sending "is typing"."""
+    directory = tmp_path / "server"
+    directory.mkdir()
+    server = start_server(directory)
+    try:
+        _register(server, tmp_path, client_env, "eve", "fay")
+        tmux.start("eve", _client(server, tmp_path, "eve", "--name", "eve"))
+        _sign_in(tmux, "eve", None)
+        tmux.start("fay", _client(server, tmp_path, "fay", "--name", "fay"))
+        _sign_in(tmux, "fay", None)
+        _command(tmux, "fay", "/msg eve")
+        tmux.wait_for("fay", "[2:eve]")
+        _command(tmux, "eve", "/msg fay")
+        tmux.wait_for("eve", "[2:fay]")
+
+        stop_server(server)
+        tmux.wait_for("eve", "[reconnecting]")
+        _command(tmux, "eve", "written while away")
+        tmux.wait_for("eve", "[1 queued]")
+        server = start_server(directory, server.port)
+        tmux.wait_for("eve", "written while away ✓", timeout=2 * WAIT)
+        tmux.wait_for("eve", "[connected]", timeout=2 * WAIT)
+        screen = tmux.wait_for("eve", "[lag ")
+        lag = int(screen.split("[lag ")[1].split(" ms]")[0])
+        assert lag < 2000, screen
+        tmux.wait_for("fay", "<eve> written while away", timeout=2 * WAIT)
+
+        tmux.send("eve", "Up")
+        tmux.wait_for("eve", "[fay] written while away")
+        _command(tmux, "fay", "/who")
+        screen = tmux.wait_for("fay", "eve ● online")
+        assert "is typing" not in screen
+    finally:
+        stop_server(server)
