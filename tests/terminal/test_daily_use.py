@@ -13,6 +13,7 @@ from tests.terminal.conftest import (
     PASSWORD,
     WAIT,
     ChatServer,
+    ConnectionCutter,
     Tmux,
     start_server,
     stop_server,
@@ -182,3 +183,34 @@ def test_status_line_after_a_reconnection(tmux: Tmux, tmp_path: Path,
         assert "is typing" not in screen
     finally:
         stop_server(server)
+
+
+def test_messages_replayed_into_the_open_window_are_marked_read(
+        chat_server: ChatServer, tmux: Tmux, tmp_path: Path,
+        client_env: dict[str, str]) -> None:
+    """Gil's connection is cut while Hal writes to him; when Gil's client reconnects by
+    itself, the message is replayed into the window he has open and marked read at once
+    (Hal sees "✓✓ read" without Gil switching windows)."""
+    _register(chat_server, tmp_path, client_env, "gil", "hal")
+    cutter = ConnectionCutter(chat_server.port)
+    try:
+        gil = _client(chat_server, tmp_path, "gil", "--name", "gil")
+        gil[gil.index(chat_server.endpoint)] = cutter.endpoint
+        tmux.start("gil", gil)
+        _sign_in(tmux, "gil", None)
+        tmux.start("hal", _client(chat_server, tmp_path, "hal", "--name", "hal"))
+        _sign_in(tmux, "hal", None)
+        _command(tmux, "gil", "/msg hal")
+        tmux.wait_for("gil", "[2:hal]")
+        _command(tmux, "hal", "/msg gil")
+        tmux.wait_for("hal", "[2:gil]")
+
+        cutter.cut()
+        tmux.wait_for("gil", "[reconnecting]")
+        _command(tmux, "hal", "while you were away")
+        tmux.wait_for("hal", "while you were away ✓")
+        cutter.resume()
+        tmux.wait_for("gil", "<hal> while you were away", timeout=2 * WAIT)
+        tmux.wait_for("hal", "while you were away ✓✓ read", timeout=2 * WAIT)
+    finally:
+        cutter.close()
