@@ -96,7 +96,9 @@ class TerminalClient:
         self.quitting = False
         self.exit_code = EXIT_OK
         self.lag_ms: int | None = None
-        self.trust_answer: Deferred[bool] | None = None
+        #: Who waits for the answer to the trust question shown (every connection attempt
+        #: that asked, and a registration to retry if its connection closed meanwhile).
+        self.trust_waiters: list[Deferred[bool]] = []
         self.fatal = False
         self._typing_sent_at = 0.0
         self._typing_target: str | int | None = None
@@ -139,9 +141,10 @@ class TerminalClient:
                 self.stop(self.exit_code)
             return True
         if self.view == "trust":
-            if key in ("y", "Y", "n", "N") and self.trust_answer is not None:
-                answer, self.trust_answer = self.trust_answer, None
-                answer.callback(key in ("y", "Y"))
+            if key in ("y", "Y", "n", "N") and self.trust_waiters:
+                waiters, self.trust_waiters = self.trust_waiters, []
+                for waiter in waiters:  # a yes pins the key, even if the connection closed
+                    waiter.callback(key in ("y", "Y"))
             return True
         if self.view == "fatal":
             if key in ("q", "Q", "enter", "esc"):
@@ -177,11 +180,23 @@ class TerminalClient:
     # --- trust on first use ------------------------------------------------------------------
 
     def ask_trust(self, host: str, fingerprint: str) -> Deferred[bool]:
-        """The first-contact prompt: show the fingerprint, wait for y or n."""
-        self.trust_answer = Deferred()
+        """The first-contact prompt: show the fingerprint, wait for y or n. The server may
+        close the connection while the user compares the fingerprint (its handshake timeout);
+        the answer still counts (a yes pins the key) and the attempt is made again."""
+        answer: Deferred[bool] = Deferred()
+        self.trust_waiters.append(answer)
         self._show("trust", message_view(trust_question(host, fingerprint,
                                                         self.settings.known_servers.path)))
-        return self.trust_answer
+        return answer
+
+    async def _answered_late(self) -> bool | None:
+        """If the trust question is still shown (its connection closed before the answer),
+        wait for the answer: True if the user trusted the server (None: no question)."""
+        if self.view != "trust" or not self.trust_waiters:
+            return None
+        late: Deferred[bool] = Deferred()
+        self.trust_waiters.append(late)
+        return await late
 
     def show_fatal(self, text: list[Any], code: int) -> None:
         """A failure the user can only acknowledge (Enter or q quits)."""
@@ -220,7 +235,13 @@ class TerminalClient:
                                    trust=self.settings.trust(self.ask_trust),
                                    device_id=self.device_id)
         except Exception as e:
-            if not self._trust_failure(e):
+            trusted = await self._answered_late()
+            if trusted:
+                return await self._register(name, password)
+            if trusted is False:
+                self.show_fatal([f"You did not trust {self.settings.host}; not connecting."],
+                                EXIT_IDENTITY)
+            elif not self._trust_failure(e):
                 self.show_login(("error", f"Cannot connect to {self.settings.server}: {e}"))
             return False
         try:

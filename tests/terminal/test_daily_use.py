@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 from tests.terminal.conftest import (
@@ -214,3 +215,27 @@ def test_messages_replayed_into_the_open_window_are_marked_read(
         tmux.wait_for("hal", "while you were away ✓✓ read", timeout=2 * WAIT)
     finally:
         cutter.close()
+
+
+def test_a_late_yes_to_the_trust_question_still_signs_in(chat_server: ChatServer, tmux: Tmux,
+                                                         tmp_path: Path) -> None:
+    """Comparing a fingerprint takes longer than the server's handshake timeout: the server
+    closes the connection while the question is shown. A yes after that still pins the key
+    and the registration goes on (on a new connection)."""
+    closed_before = chat_server.log.read_text().count("IDLE_TIMEOUT")
+    tmux.start("ida", [CLIENT, "--server", chat_server.endpoint,
+                       "--state-dir", str(tmp_path / "state-ida")])
+    tmux.wait_for("ida", "Password:")
+    tmux.type("ida", "ida")
+    tmux.send("ida", "Tab")
+    tmux.type("ida", PASSWORD)
+    tmux.send("ida", "C-r")
+    tmux.wait_for("ida", "[y/n]")
+    deadline = time.monotonic() + WAIT
+    while chat_server.log.read_text().count("IDLE_TIMEOUT") == closed_before:
+        assert time.monotonic() < deadline, "the server did not time the handshake out"
+        time.sleep(0.1)  # polling the server's log: there is nothing to wait on
+    tmux.send("ida", "y")
+    tmux.wait_for("ida", "Signed in as ida")
+    known = tmp_path / "config" / "chatproto" / "known_servers"
+    assert chat_server.fingerprint in known.read_text()
