@@ -10,7 +10,8 @@ reassembles it on the receiving side and checks it against the SHA-256 the sende
 (a mismatch is reported to ``error_received`` and the image dropped); this script checks again
 against the file it sent, then saves the image without overwriting anything.
 
-The two users get fresh names unless ``--names`` is given; the receiver waits for the image
+The two users are ``example-alice`` and ``example-bob`` (registered or signed in) unless
+``--names`` is given; the receiver waits for the image
 sent in this run (by its message id), not one of an earlier run replayed to its new device,
 so the script can run again and again on one server.
 """
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,14 @@ from typing import Any
 from twisted.internet import task
 from twisted.internet.defer import Deferred, ensureDeferred
 
-from chatproto.client import ChatClient, ChatListener, RegisterError, ServerTrust, connect
+from chatproto.client import (
+    ChatClient,
+    ChatListener,
+    RegisterError,
+    ServerTrust,
+    SigninError,
+    connect,
+)
 from chatproto.wire.errors import ErrorCode
 from chatproto.wire.messages import Deliver
 
@@ -120,10 +127,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="where the receiver saves it (default ./received)")
     parser.add_argument("--fingerprint", help="the server's SHA256:... fingerprint (else "
                                               "trusted on first use)")
-    suffix = secrets.token_hex(3)
-    parser.add_argument("--names", nargs=2, default=[f"alice-{suffix}", f"bob-{suffix}"],
+    parser.add_argument("--names", nargs=2, default=["example-alice", "example-bob"],
                         metavar=("SENDER", "RECEIVER"),
-                        help="the two users (default: new names each run)")
+                        help="the two users, registered or signed in (default: example-alice "
+                             "example-bob, apart from the quick start's alice and bob)")
     parser.add_argument("--password", default="example password")
     return parser.parse_args(argv)
 
@@ -133,7 +140,9 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
     try:
         await main(reactor, args)
     except Exception as e:
-        raise SystemExit(f"{Path(sys.argv[0]).name}: {type(e).__name__}: {e}")
+        hint = " (another password? --names picks other users)" \
+            if isinstance(e, SigninError) else ""
+        raise SystemExit(f"{Path(sys.argv[0]).name}: {type(e).__name__}: {e}{hint}")
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@ Usage (from the checkout, after ``make run`` created ``.venv``)::
 
     .venv/bin/python examples/two_users_chat.py tcp:127.0.0.1:7777 [--fingerprint SHA256:...]
 
-The two users get fresh names (``alice-1a2b3c``, ``bob-1a2b3c``) unless ``--names`` is given;
-each is registered if needed (an existing account with the same password is fine), then signs
-in on a connection of its own. Only the messages sent in this run are counted, so the script
+The two users are ``example-alice`` and ``example-bob`` (apart from the quick start's alice and
+bob) unless ``--names`` is given; each is registered if needed (an existing account with the
+same password is fine, so a second run registers nobody), then signs in on a connection of its
+own. Only the messages sent in this run are counted, so the script
 can run again and again on one server. Only the public API of :mod:`chatproto.client` is used.
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,14 @@ from typing import Any
 from twisted.internet import task
 from twisted.internet.defer import Deferred, ensureDeferred
 
-from chatproto.client import ChatClient, ChatListener, RegisterError, ServerTrust, connect
+from chatproto.client import (
+    ChatClient,
+    ChatListener,
+    RegisterError,
+    ServerTrust,
+    SigninError,
+    connect,
+)
 from chatproto.wire.errors import ErrorCode
 from chatproto.wire.messages import Deliver, Receipt, ReceiptKind
 
@@ -121,9 +128,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("endpoint", help="the server, e.g. tcp:127.0.0.1:7777")
     parser.add_argument("--fingerprint", help="the server's SHA256:... fingerprint (else "
                                               "trusted on first use)")
-    suffix = secrets.token_hex(3)
-    parser.add_argument("--names", nargs=2, default=[f"alice-{suffix}", f"bob-{suffix}"],
-                        metavar="NAME", help="the two users (default: new names each run)")
+    parser.add_argument("--names", nargs=2, default=["example-alice", "example-bob"],
+                        metavar="NAME",
+                        help="the two users, registered or signed in (default: example-alice "
+                             "example-bob, apart from the quick start's alice and bob)")
     parser.add_argument("--password", default="example password")
     return parser.parse_args(argv)
 
@@ -133,7 +141,9 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
     try:
         await main(reactor, args)
     except Exception as e:
-        raise SystemExit(f"{Path(sys.argv[0]).name}: {type(e).__name__}: {e}")
+        hint = " (another password? --names picks other users)" \
+            if isinstance(e, SigninError) else ""
+        raise SystemExit(f"{Path(sys.argv[0]).name}: {type(e).__name__}: {e}{hint}")
 
 
 if __name__ == "__main__":

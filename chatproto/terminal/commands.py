@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from chatproto.terminal.cli import NAME_RULE
 from chatproto.terminal.commandline import COMMANDS, Command
 from chatproto.terminal.model import Conversation
 from chatproto.terminal.presentation import format_size, last_seen_text, read_image_file
@@ -82,7 +83,7 @@ def _group_create(app: TerminalClient, conv: Conversation, names: list[str]) -> 
     assert app.client is not None
     bad = [n for n in names if m.NAME_PATTERN.fullmatch(n) is None]
     if not names or bad:
-        app.model.notice("usage: /group create NAME...", conv, level="error")
+        app.model.notice(f"usage: /group create NAME... ({NAME_RULE})", conv, level="error")
         return
     title = ", ".join(sorted({app.model.me, *names}))[:200]
 
@@ -115,8 +116,9 @@ def cmd_group(app: TerminalClient, conv: Conversation, cmd: Command) -> None:
         return
     group_id = int(conv.target)
     if sub in ("add", "remove"):
-        if not names:
-            app.model.notice(f"usage: /group {sub} NAME...", conv, level="error")
+        bad = [n for n in names if m.NAME_PATTERN.fullmatch(n) is None]
+        if not names or bad:
+            app.model.notice(f"usage: /group {sub} NAME... ({NAME_RULE})", conv, level="error")
             return
         call = app.client.group_add if sub == "add" else app.client.group_remove
         call(group_id, names).addErrback(app.report(conv, f"/group {sub}"))
