@@ -84,7 +84,8 @@ EXIT_IDENTITY = 5
 EXIT_CODES = {
     EXIT_OK: "success",
     EXIT_REFUSED: "the server refused the request (its error code and reason are printed)",
-    EXIT_USAGE: "usage error (bad options, no password available)",
+    EXIT_USAGE: "usage error (bad options or --server, no password available, a file that is "
+                "not an image or over 10 MiB, an empty text)",
     EXIT_CONNECTION: "could not connect, or the connection or handshake failed",
     EXIT_AUTH: "authentication failed (wrong name or password, too many attempts)",
     EXIT_IDENTITY: "the server's identity does not match its pin or --server-fingerprint, "
