@@ -239,3 +239,33 @@ def test_a_late_yes_to_the_trust_question_still_signs_in(chat_server: ChatServer
     tmux.wait_for("ida", "Signed in as ida")
     known = tmp_path / "config" / "chatproto" / "known_servers"
     assert chat_server.fingerprint in known.read_text()
+
+
+def test_a_bots_scripted_sends_add_no_presence_lines(chat_server: ChatServer, tmux: Tmux,
+                                                     tmp_path: Path,
+                                                     client_env: dict[str, str]) -> None:
+    """Each scripted ``send`` is a short session; the recipient's window shows the messages
+    without an "is online" / "went offline" pair per send. A long message wraps indented
+    under its text."""
+    _register(chat_server, tmp_path, client_env, "jo", "kbot")
+    tmux.start("jo", _client(chat_server, tmp_path, "jo", "--name", "jo"), width=80)
+    _sign_in(tmux, "jo", None)
+    _command(tmux, "jo", "/msg kbot")
+    tmux.wait_for("jo", "[2:kbot]")
+    password = tmp_path / "password"
+    long_text = "build " + " ".join(f"step{n}" for n in range(30)) + " is green"
+    for text in ("build 1 is green", "build 2 is green", long_text):
+        sent = subprocess.run(
+            [CLIENT, "send", "--server", chat_server.endpoint, "--name", "kbot",
+             "--password-file", str(password), "--server-fingerprint", chat_server.fingerprint,
+             "--state-dir", str(tmp_path / "cli-kbot"), "--to", "jo", text],
+            capture_output=True, text=True, env=client_env, timeout=WAIT)
+        assert sent.returncode == 0, sent.stderr
+    screen = tmux.wait_for("jo", "is green", timeout=WAIT)
+    screen = tmux.wait_for("jo", "step29 is green")
+    assert "<kbot> build 2 is green" in screen
+    assert "is online" not in screen and "went offline" not in screen
+    rows = [row.split("│", 1)[1] for row in screen.splitlines() if "│" in row]
+    first = next(i for i, row in enumerate(rows) if "<kbot> build step0" in row)
+    indent = rows[first].index("build")
+    assert rows[first + 1][:indent].strip() == "" and rows[first + 1][indent:].strip()
