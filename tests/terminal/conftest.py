@@ -265,3 +265,24 @@ class ConnectionCutter:
         """Stop listening and cut everything."""
         self.cut()
         self.listener.close()
+
+
+def client_command(server: ChatServer, tmp_path: Path, who: str, *extra: str,
+                   pinned: bool = False) -> list[str]:
+    """``chatproto-client`` for ``who``, with its own state and downloads folders (and the
+    server's fingerprint if ``pinned``)."""
+    pin = ["--server-fingerprint", server.fingerprint] if pinned else []
+    return [CLIENT, "--server", server.endpoint, *pin,
+            "--state-dir", str(tmp_path / f"state-{who}"),
+            "--downloads", str(tmp_path / f"downloads-{who}"), *extra]
+
+
+def fill_login(tmux: Tmux, who: str, name: str | None, key: str) -> None:
+    """Fill the sign-in form (the name unless pre-filled) and press ``key`` (Enter signs
+    in, C-r registers)."""
+    tmux.wait_for(who, "Password:")
+    if name is not None:
+        tmux.type(who, name)
+        tmux.send(who, "Tab")
+    tmux.type(who, PASSWORD)
+    tmux.send(who, key)

@@ -16,15 +16,15 @@ from tests.terminal.conftest import (
     ChatServer,
     ConnectionCutter,
     Tmux,
+    client_command,
+    fill_login,
     start_server,
     stop_server,
 )
 
 
 def _client(server: ChatServer, tmp_path: Path, who: str, *extra: str) -> list[str]:
-    return [CLIENT, "--server", server.endpoint, "--server-fingerprint", server.fingerprint,
-            "--state-dir", str(tmp_path / f"state-{who}"),
-            "--downloads", str(tmp_path / f"downloads-{who}"), *extra]
+    return client_command(server, tmp_path, who, *extra, pinned=True)
 
 
 def _register(server: ChatServer, tmp_path: Path, env: dict[str, str], *names: str) -> None:
@@ -40,12 +40,7 @@ def _register(server: ChatServer, tmp_path: Path, env: dict[str, str], *names: s
 
 
 def _sign_in(tmux: Tmux, who: str, name: str | None) -> None:
-    tmux.wait_for(who, "Password:")
-    if name is not None:
-        tmux.type(who, name)
-        tmux.send(who, "Tab")
-    tmux.type(who, PASSWORD)
-    tmux.send(who, "Enter")
+    fill_login(tmux, who, name, "Enter")
     tmux.wait_for(who, "Signed in as")
 
 
