@@ -16,8 +16,9 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
 	touch $(STAMP)
 
+# --pidfile= : no twistd.pid in the checkout (with -n twistd needs none).
 run: $(STAMP)
-	$(BIN)/twistd -n chatserver --listen $(LISTEN)
+	$(BIN)/twistd -n --pidfile= chatserver --listen $(LISTEN)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

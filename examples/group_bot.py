@@ -3,7 +3,8 @@
 
 Usage::
 
-    python examples/group_bot.py tcp:127.0.0.1:7777 [--name bot] [--fingerprint SHA256:...]
+    .venv/bin/python examples/group_bot.py tcp:127.0.0.1:7777 [--name bot] \\
+        [--fingerprint SHA256:...]
 
 Add the bot to a group (``/group create bot alice`` or ``/group add bot`` in the terminal
 client) and write in the group:
@@ -25,13 +26,14 @@ import argparse
 import datetime
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import task
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
-from chatproto.client import ChatListener, ChatSession, open_session
+from chatproto.client import ChatListener, ChatSession, ServerTrust, open_session
 from chatproto.wire.messages import (
     ContentType,
     Deliver,
@@ -117,7 +119,8 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
             return True
 
     session = open_session(reactor, args.endpoint, args.name, args.password, register=True,
-                           server_fingerprint=args.fingerprint, trust_on_first_use=trust,
+                           trust=ServerTrust(server_fingerprint=args.fingerprint,
+                                             trust_on_first_use=trust),
                            state_path=args.state or f"{args.name}.state.json", listener=bot)
     bot.session = session
     await session.wait_connected()
@@ -145,6 +148,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+async def run(reactor: Any, args: argparse.Namespace) -> None:
+    """``main``, with any failure said in one line (exit status 1), not a traceback."""
+    try:
+        await main(reactor, args)
+    except Exception as e:
+        raise SystemExit(f"{Path(sys.argv[0]).name}: {type(e).__name__}: {e}")
+
+
 if __name__ == "__main__":
     arguments = parse(sys.argv[1:])
-    task.react(lambda reactor: ensureDeferred(main(reactor, arguments)))
+    task.react(lambda reactor: ensureDeferred(run(reactor, arguments)))

@@ -1,6 +1,7 @@
+#!/usr/bin/env python3
 """Send N numbered messages to someone, surviving server restarts and our own restarts.
 
-    python examples/resilient_sender.py --server tcp:127.0.0.1:7777 --name alice \\
+    .venv/bin/python examples/resilient_sender.py --server tcp:127.0.0.1:7777 --name alice \\
         --password secret --to bob --count 100 --outbox alice.outbox \\
         --fingerprint SHA256:...
 
@@ -21,8 +22,9 @@ from typing import Any
 
 from twisted.internet import task
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
-from chatproto.client import ChatListener, KnownServers, open_session
+from chatproto.client import ChatListener, KnownServers, ServerTrust, open_session
 from chatproto.wire import messages as m
 
 
@@ -83,12 +85,12 @@ async def main(reactor: Any, argv: list[str]) -> int:
     ids = {message_id(args.name, args.to, i): i for i in range(1, args.count + 1)}
     progress = Progress(ids)
     pins = KnownServers(args.known_servers) if args.known_servers else None
+    trust = ServerTrust(known_servers=pins, server_fingerprint=args.fingerprint,
+                        trust_on_first_use=(lambda host, fp: True) if pins is not None else None)
     session = open_session(
         reactor, args.server, args.name, args.password, register=args.register,
         outbox_path=args.outbox, state_path=args.state or f"{args.outbox}.state",
-        listener=progress, server_fingerprint=args.fingerprint, known_servers=pins,
-        trust_on_first_use=(lambda host, fp: True) if pins is not None else None,
-        backoff=(0.2, args.max_backoff, 2.0),
+        listener=progress, trust=trust, backoff=(0.2, args.max_backoff, 2.0),
     )
     queued = {entry.client_msg_id for entry in session.pending()}
     for msg_id, number in ids.items():
@@ -111,6 +113,12 @@ if __name__ == "__main__":
             if code:
                 raise SystemExit(code)
 
-        return d.addCallback(finish)
+        def failed(failure: Failure) -> None:  # one line, not a traceback
+            if failure.check(SystemExit):
+                failure.raiseException()
+            raise SystemExit(f"resilient_sender.py: {type(failure.value).__name__}: "
+                             f"{failure.getErrorMessage()}")
+
+        return d.addCallbacks(finish, failed)
 
     task.react(_run)

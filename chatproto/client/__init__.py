@@ -7,10 +7,14 @@ from chatproto.client.api import (
     MAX_IMAGE_BYTES,
     ChatClient,
     ChatListener,
+    ServerTrust,
+    Timeouts,
     TrustCallback,
     check_server_identity,
-    connect,
+    encode_text,
 )
+from chatproto.client.backoff import Backoff
+from chatproto.client.endpoint import connect
 from chatproto.client.errors import (
     ChatClientError,
     ConnectionLost,
@@ -32,7 +36,7 @@ from chatproto.client.errors import (
 from chatproto.client.known_servers import KnownServers, endpoint_host
 from chatproto.client.outbox import Outbox, OutboxEntry
 from chatproto.client.protocol import ChatClientProtocol, ProtocolDelegate
-from chatproto.client.reconnect import Backoff, ChatSession, open_session
+from chatproto.client.reconnect import ChatSession, open_session
 from chatproto.wire.handshake import LoginComplete
 
 __all__ = [
@@ -61,12 +65,15 @@ __all__ = [
     "RegisterError",
     "ServerError",
     "ServerKeyChanged",
+    "ServerTrust",
     "SigninError",
+    "Timeouts",
     "TrustCallback",
     "UnknownGroup",
     "UnknownUser",
     "UntrustedServer",
     "check_server_identity",
     "connect",
+    "encode_text",
     "endpoint_host",
 ]

@@ -17,15 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
-from twisted.internet.endpoints import clientFromString
-from twisted.internet.interfaces import IAddress
-from twisted.internet.protocol import Factory
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -33,15 +29,28 @@ from chatproto.client.errors import (
     ChatClientError,
     ConnectionLost,
     HandshakeError,
-    ImageTooLarge,
     InvalidState,
     RegisterError,
     ServerError,
-    ServerKeyChanged,
     SigninError,
-    UntrustedServer,
 )
-from chatproto.client.known_servers import KnownServers, endpoint_host
+from chatproto.client.listener import ChatListener, notify
+from chatproto.client.options import (
+    ServerTrust,
+    Timeouts,
+    TrustCallback,
+    check_server_identity,
+    client_options,
+)
+from chatproto.client.outgoing import (
+    IMAGE_CHUNK_BYTES,
+    MAX_IMAGE_BYTES,
+    Target,
+    encode_text,
+    image_frames,
+    load_image,
+    split_target,
+)
 from chatproto.client.protocol import ChatClientProtocol
 from chatproto.wire import messages as m
 from chatproto.wire.errors import ErrorCode, LocalProtocolError
@@ -63,110 +72,16 @@ __all__ = [
     "MAX_IMAGE_BYTES",
     "ChatClient",
     "ChatListener",
+    "ServerTrust",
+    "Timeouts",
     "TrustCallback",
     "check_server_identity",
-    "connect",
+    "encode_text",
 ]
 
-#: The largest image the client sends or accepts.
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
-#: The size of the image chunks the client sends (at most ``messages.MAX_CHUNK_BYTES``).
-IMAGE_CHUNK_BYTES = 256 * 1024
-
-#: ``trust_on_first_use(host, fingerprint)``: True to trust and pin an unknown server.
-TrustCallback = Callable[[str, str], "bool | Deferred[bool]"]
-Target = str | int
 
 T = TypeVar("T")
 _log = Logger()
-
-
-class ChatListener:
-    """Receives what the server pushes; override the methods you need (all are no-ops).
-
-    Exceptions raised by a listener method are logged and otherwise ignored.
-    """
-
-    def message_received(self, deliver: m.Deliver, image: bytes | None) -> None:
-        """A message arrived. For an image, ``image`` is the whole verified image (``deliver``
-        is the first frame; its ``body`` is only the first chunk)."""
-
-    def receipt_received(self, receipt: m.Receipt) -> None:
-        """A message we sent was delivered to or read by someone."""
-
-    def typing_received(self, event: m.TypingEvent) -> None:
-        """Someone started or stopped typing."""
-
-    def presence_changed(self, event: m.PresenceEvent) -> None:
-        """A contact came online or went offline."""
-
-    def error_received(self, code: int, reason: str) -> None:
-        """An error not tied to a request (an unsolicited ERROR, a corrupt image)."""
-
-    def connection_state_changed(self, state: str) -> None:
-        """For a :class:`ChatClient`: ``"connected"`` (server trusted), ``"signed_in"`` or
-        ``"offline"``. For a :class:`~chatproto.client.reconnect.ChatSession`:
-        ``"connecting"``, ``"connected"``, ``"reconnecting"``, ``"resumed"`` or
-        ``"offline"``."""
-
-    def send_acknowledged(self, ack: m.SendAck) -> None:
-        """(ChatSession only) A message of the outbox was stored by the server; also called
-        for messages queued by an earlier process with the same outbox file."""
-
-    def send_failed(self, client_msg_id: bytes, error: Exception) -> None:
-        """(ChatSession only) The server refused an outbox message for good (unknown user,
-        not a member, ...); it was removed from the outbox."""
-
-    def connection_lost(self, reason: Failure) -> None:
-        """The connection closed; ``reason`` says why."""
-
-
-def check_server_identity(
-    host: str,
-    fingerprint: str,
-    *,
-    known_servers: KnownServers | None = None,
-    server_fingerprint: str | None = None,
-    trust_on_first_use: TrustCallback | None = None,
-) -> Deferred[None]:
-    """Decide whether to trust a server's identity.
-
-    An explicit ``server_fingerprint`` must match; otherwise a pin in ``known_servers`` must
-    match; otherwise ``trust_on_first_use`` is asked and, if it answers True, the fingerprint is
-    pinned. With neither a pin nor a callback, the server is refused.
-
-    Args:
-        host: The server, as ``host:port``.
-        fingerprint: The fingerprint the server proved it holds.
-        known_servers: The pin file.
-        server_fingerprint: The expected fingerprint, overriding the pin file.
-        trust_on_first_use: Asked about unknown servers; may return a Deferred.
-
-    Returns:
-        A Deferred firing with None if trusted, else failing with ServerKeyChanged or
-        UntrustedServer.
-    """
-    if server_fingerprint is not None:
-        if constant_time_equal(server_fingerprint.encode(), fingerprint.encode()):
-            return succeed(None)
-        return fail(ServerKeyChanged(host, server_fingerprint, fingerprint))
-    expected = known_servers.lookup(host) if known_servers is not None else None
-    if expected is not None:
-        if constant_time_equal(expected.encode(), fingerprint.encode()):
-            return succeed(None)
-        return fail(ServerKeyChanged(host, expected, fingerprint))
-    if trust_on_first_use is None:
-        return fail(UntrustedServer(host, fingerprint))
-    callback = trust_on_first_use
-
-    def decided(trusted: object) -> None:
-        if trusted is not True:
-            raise UntrustedServer(host, fingerprint)
-        if known_servers is not None:
-            known_servers.add(host, fingerprint)
-
-    d: Deferred[Any] = maybeDeferred(callback, host, fingerprint)
-    return d.addCallback(decided)
 
 
 @dataclass
@@ -188,39 +103,6 @@ class _IncomingImage:
     next_index: int = 1
 
 
-def notify(listener: ChatListener, method: str, *args: object) -> None:
-    """Call a listener method; an exception in the application's code is logged, never
-    allowed to break the connection's processing."""
-    try:
-        getattr(listener, method)(*args)
-    except Exception:
-        _log.failure("listener {method} raised", method=method)
-
-
-def load_image(data: bytes | str | os.PathLike[str]) -> bytes:
-    """An image's bytes, from bytes or a file path; ImageTooLarge above MAX_IMAGE_BYTES
-    (a file is refused by its size before it is read), ValueError if empty."""
-    if not isinstance(data, bytes):
-        path = Path(data)
-        if path.stat().st_size > MAX_IMAGE_BYTES:
-            raise ImageTooLarge(f"{path} is larger than {MAX_IMAGE_BYTES} bytes")
-        data = path.read_bytes()
-    if len(data) > MAX_IMAGE_BYTES:
-        raise ImageTooLarge(f"the image is larger than {MAX_IMAGE_BYTES} bytes")
-    if not data:
-        raise ValueError("the image is empty")
-    return data
-
-
-def _target(to: Target) -> tuple[int, str | None]:
-    """(group_id, peer) for a user name (a direct chat) or a group id."""
-    if isinstance(to, bool) or not isinstance(to, str | int):
-        raise TypeError(f"a target is a user name or a group id, not {to!r}")
-    if isinstance(to, str):
-        return 0, to
-    return to, None
-
-
 class ChatClient:
     """A connection to a chatproto server, with one Deferred-returning method per request.
 
@@ -231,14 +113,14 @@ class ChatClient:
     Args:
         clock: The reactor (timers and the per-turn delivery acknowledgement).
         host: The server as ``host:port``, the key of its pin.
-        known_servers: The pin file.
-        server_fingerprint: The expected fingerprint, overriding the pin file.
-        trust_on_first_use: Asked whether to trust (and pin) an unknown server.
+        trust: How to decide whether to trust the server (:class:`ServerTrust`).
+        timeouts: The connection's timers (:class:`Timeouts`).
         device_id: 16 bytes identifying this device (random if omitted).
         listener: Receives pushed messages and state changes.
-        ping_interval: Seconds between pings once signed in.
-        ping_timeout: Seconds to wait for a Pong before closing.
-        handshake_timeout: Seconds to wait for the server's key after Hello.
+        auto_ack: Acknowledge delivered messages by itself at the end of each reactor turn
+            (True), or only through :meth:`acknowledge` (False: an application that must not
+            lose what it has not handled yet, such as ``chatproto-client tail --count``).
+        shorthand: The fields of :class:`ServerTrust` and :class:`Timeouts` as keywords.
     """
 
     def __init__(
@@ -246,27 +128,21 @@ class ChatClient:
         clock: Any,  # an IReactorTime (mypy does not read zope interfaces)
         host: str,
         *,
-        known_servers: KnownServers | None = None,
-        server_fingerprint: str | None = None,
-        trust_on_first_use: TrustCallback | None = None,
+        trust: ServerTrust | None = None,
+        timeouts: Timeouts | None = None,
         device_id: bytes | None = None,
         listener: ChatListener | None = None,
-        ping_interval: float = 30,
-        ping_timeout: float = 10,
-        handshake_timeout: float = 10,
+        auto_ack: bool = True,
+        **shorthand: Any,
     ) -> None:
         if device_id is not None and len(device_id) != 16:
             raise ValueError("device_id must be 16 bytes")
         self.clock: Any = clock  # typed loosely: mypy does not read zope interfaces
         self.host = host
-        self.known_servers = known_servers
-        self.server_fingerprint = server_fingerprint
-        self.trust_on_first_use = trust_on_first_use
+        self.trust, self.timeouts = client_options(trust, timeouts, shorthand)
         self.device_id = device_id if device_id is not None else os.urandom(16)
         self.listener = listener if listener is not None else ChatListener()
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.handshake_timeout = handshake_timeout
+        self.auto_ack = auto_ack
         #: Fires with this client once the server is trusted, or fails.
         self.ready: Deferred[ChatClient] = Deferred(self._cancel_ready)
         #: ``"connecting"``, ``"connected"``, ``"signed_in"`` or ``"offline"``.
@@ -301,9 +177,9 @@ class ChatClient:
         self._protocol = ChatClientProtocol(
             self,
             self.clock,
-            ping_interval=self.ping_interval,
-            ping_timeout=self.ping_timeout,
-            handshake_timeout=self.handshake_timeout,
+            ping_interval=self.timeouts.ping_interval,
+            ping_timeout=self.timeouts.ping_timeout,
+            handshake_timeout=self.timeouts.handshake_timeout,
             handshake=handshake,
         )
         return self._protocol
@@ -336,13 +212,7 @@ class ChatClient:
         """Handle a handshake event (called by the protocol)."""
         if isinstance(event, ServerIdentityReceived):
             self.fingerprint = event.fingerprint
-            d = check_server_identity(
-                self.host,
-                event.fingerprint,
-                known_servers=self.known_servers,
-                server_fingerprint=self.server_fingerprint,
-                trust_on_first_use=self.trust_on_first_use,
-            )
+            d = self.trust.check(self.host, event.fingerprint)
             d.addCallbacks(self._identity_accepted, self._identity_refused,
                            callbackArgs=(protocol,), errbackArgs=(protocol,))
         elif isinstance(event, Registered):
@@ -489,18 +359,23 @@ class ChatClient:
         self._notify("error_received", int(ErrorCode.BAD_IMAGE), f"message {seq}: {why}")
 
     def _schedule_ack(self) -> None:
-        if self._ack_call is None:
+        if self.auto_ack and self._ack_call is None:
             self._ack_call = self.clock.callLater(0, self._send_ack)
 
-    def _send_ack(self) -> None:
-        self._ack_call = None
-        up_to = self._highest_seq
-        if self._images:
+    def acknowledge(self, up_to: int) -> None:
+        """Tell the server this device has handled every message up to user_seq ``up_to``
+        (cumulative; for ``auto_ack=False``). Messages after it are delivered again to this
+        device on its next sync."""
+        if self._images:  # never past an image still arriving
             up_to = min(up_to, min(self._images) - 1)
         protocol = self._protocol
         if up_to > self._acked_seq and protocol is not None and not protocol.closed:
             self._acked_seq = up_to
             protocol.send(m.DeliveryAck(up_to))
+
+    def _send_ack(self) -> None:
+        self._ack_call = None
+        self.acknowledge(self._highest_seq)
 
     # --- handshake requests ----------------------------------------------------------------
 
@@ -611,10 +486,8 @@ class ChatClient:
             A Deferred firing with SendAck, or failing with ServerError.
         """
         try:
-            group_id, peer = _target(to)
-            body = text.encode("utf-8")
-            if len(body) > m.MAX_TEXT_BYTES:
-                raise ValueError(f"text is longer than {m.MAX_TEXT_BYTES} bytes")
+            group_id, peer = split_target(to)
+            body = encode_text(text)
         except (TypeError, ValueError) as e:
             return fail(e)
         msg_id = client_msg_id if client_msg_id is not None else os.urandom(16)
@@ -640,7 +513,7 @@ class ChatClient:
             A Deferred firing with SendAck, or failing with ServerError or ImageTooLarge.
         """
         try:
-            group_id, peer = _target(to)
+            group_id, peer = split_target(to)
             data = load_image(data)
             protocol = self._session_protocol()
         except Exception as e:
@@ -650,7 +523,7 @@ class ChatClient:
         req = self._allocate_req()
         d: Deferred[Any] = Deferred()
         self._pending[req] = _Pending(d, (m.SendAck,))
-        frames = _image_frames(req, msg_id, group_id, peer, data, info)
+        frames = image_frames(req, msg_id, group_id, peer, data, info)
 
         def stream_failed(failure: Failure) -> None:
             pending = self._pending.pop(req, None)
@@ -711,7 +584,7 @@ class ChatClient:
             limit: At most this many entries.
         """
         try:
-            group_id, peer = _target(to)
+            group_id, peer = split_target(to)
         except TypeError as e:
             return fail(e)
         return self._request(lambda req: m.History(req, group_id, peer, before_seq, limit),
@@ -720,7 +593,7 @@ class ChatClient:
     def mark_read(self, to: Target, up_to: int) -> Deferred[None]:
         """Tell the server (and the sender) we read a conversation up to ``up_to`` (no reply)."""
         try:
-            group_id, peer = _target(to)
+            group_id, peer = split_target(to)
         except TypeError as e:
             return fail(e)
         return self._oneway(lambda: m.Read(group_id, peer, up_to))
@@ -728,7 +601,7 @@ class ChatClient:
     def typing(self, to: Target, active: bool = True) -> Deferred[None]:
         """Tell a user or a group we are (or stopped) typing (no reply)."""
         try:
-            group_id, peer = _target(to)
+            group_id, peer = split_target(to)
         except TypeError as e:
             return fail(e)
         return self._oneway(lambda: m.Typing(group_id, peer, active))
@@ -785,78 +658,3 @@ _REPLIES = (
     m.Ok, m.AckCreate, m.AckCreateGroup, m.SendAck, m.Groups, m.Members, m.Presence,
     m.HistoryPage, m.SyncDone, m.AckQuit,
 )
-
-
-def _image_frames(req: int, msg_id: bytes, group_id: int, peer: str | None, data: bytes,
-                  info: m.ImageInfo) -> Iterator[m.Message]:
-    """CHAT with the first chunk, then IMAGE_CHUNK(ref=req) for the rest, built lazily."""
-    view = memoryview(data)
-    size = IMAGE_CHUNK_BYTES
-    yield m.Chat(req, msg_id, group_id, peer, None, m.ContentType.IMAGE, bytes(view[:size]),
-                 info)
-    for index, offset in enumerate(range(size, len(data), size), start=1):
-        yield m.ImageChunk(req, index, bytes(view[offset:offset + size]))
-
-
-class _ClientFactory(Factory):
-    """Builds the client's protocol for the endpoint."""
-
-    def __init__(self, client: ChatClient) -> None:
-        self.client = client
-
-    def buildProtocol(self, addr: IAddress | None) -> ChatClientProtocol:
-        return self.client.build_protocol()
-
-
-def connect(
-    reactor: Any,
-    endpoint: str,
-    *,
-    known_servers: KnownServers | None = None,
-    server_fingerprint: str | None = None,
-    trust_on_first_use: TrustCallback | None = None,
-    device_id: bytes | None = None,
-    listener: ChatListener | None = None,
-    ping_interval: float = 30,
-    ping_timeout: float = 10,
-    handshake_timeout: float = 10,
-) -> Deferred[ChatClient]:
-    """Connect to a server and check its identity.
-
-    Args:
-        reactor: The reactor.
-        endpoint: A client endpoint description (``tcp:host:port``, ``tls:host:port``, ...).
-        known_servers: The pin file; an unknown server is pinned if ``trust_on_first_use``
-            trusts it.
-        server_fingerprint: The expected fingerprint (``SHA256:...``), overriding the pins.
-        trust_on_first_use: ``(host, fingerprint) -> bool | Deferred[bool]`` for unknown
-            servers; without it (and without a pin) the server is refused.
-        device_id: 16 bytes identifying this device (random if omitted).
-        listener: Receives pushed messages and state changes.
-        ping_interval: Seconds between pings once signed in.
-        ping_timeout: Seconds to wait for a Pong before closing.
-        handshake_timeout: Seconds to wait for the server's key after Hello.
-
-    Returns:
-        A Deferred firing with a ChatClient in the state ``"connected"`` (handshaken, not
-        signed in), or failing with ServerKeyChanged, UntrustedServer, HandshakeTimeout,
-        ConnectionLost or the connection error.
-    """
-    client = ChatClient(
-        reactor,
-        endpoint_host(endpoint),
-        known_servers=known_servers,
-        server_fingerprint=server_fingerprint,
-        trust_on_first_use=trust_on_first_use,
-        device_id=device_id,
-        listener=listener,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
-        handshake_timeout=handshake_timeout,
-    )
-    connecting: Deferred[Any] = clientFromString(reactor, endpoint).connect(
-        _ClientFactory(client)
-    )
-    client._connecting = connecting
-    connecting.addErrback(client._fire_ready)
-    return client.ready

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import tempfile
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -30,16 +28,9 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from chatproto.client.api import (
-    ChatClient,
-    ChatListener,
-    Target,
-    TrustCallback,
-    _target,
-    connect,
-    load_image,
-    notify,
-)
+from chatproto.client.api import ChatClient
+from chatproto.client.backoff import Backoff, write_json_atomically
+from chatproto.client.endpoint import connect
 from chatproto.client.errors import (
     ConnectionLost,
     RegisterError,
@@ -49,8 +40,10 @@ from chatproto.client.errors import (
     SigninError,
     UntrustedServer,
 )
-from chatproto.client.known_servers import KnownServers
+from chatproto.client.listener import ChatListener, SessionBridge, notify
+from chatproto.client.options import ServerTrust, Timeouts, client_options
 from chatproto.client.outbox import Outbox, OutboxEntry
+from chatproto.client.outgoing import Target, encode_text, load_image, split_target
 from chatproto.wire import messages as m
 from chatproto.wire.errors import ErrorCode
 
@@ -70,108 +63,6 @@ RETRYABLE_CODES = frozenset({
 _RETRY_LOGIN_CODES = frozenset({ErrorCode.TRY_LATER, ErrorCode.TOO_MANY_ATTEMPTS,
                                 ErrorCode.INTERNAL_ERROR, ErrorCode.STORAGE_UNAVAILABLE,
                                 ErrorCode.SERVER_BUSY})
-
-
-class Backoff:
-    """Exponential backoff with full jitter: the n-th delay (n = 0, 1, ...) is uniform in
-    ``[0, min(maximum, initial * factor ** n)]``.
-
-    Args:
-        initial: The cap of the first delay, in seconds.
-        maximum: The largest cap.
-        factor: The growth of the cap per attempt.
-        rng: The random source (tests pass a seeded ``random.Random``).
-    """
-
-    def __init__(self, initial: float = 0.5, maximum: float = 30.0, factor: float = 2.0,
-                 rng: random.Random | None = None) -> None:
-        if initial <= 0 or maximum < initial or factor < 1:
-            raise ValueError("need 0 < initial <= maximum and factor >= 1")
-        self.initial = initial
-        self.maximum = maximum
-        self.factor = factor
-        self.rng = rng if rng is not None else random.Random()  # noqa: S311 - not crypto
-        self.attempt = 0
-
-    def cap(self) -> float:
-        """The upper bound of the next delay."""
-        return min(self.maximum, self.initial * self.factor ** min(self.attempt, 64))
-
-    def next_delay(self) -> float:
-        """The next delay (and count the attempt)."""
-        delay = self.rng.uniform(0, self.cap())
-        self.attempt += 1
-        return delay
-
-    def reset(self) -> None:
-        """Start again from ``initial`` (after a successful connection)."""
-        self.attempt = 0
-
-
-def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to a temporary file in the same directory, fsync it, then rename it
-    over ``path`` (readers see the old or the new file, never a torn one)."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
-class _Bridge(ChatListener):
-    """The listener of one connection: forwards to the session while it is current."""
-
-    def __init__(self, session: ChatSession, generation: int) -> None:
-        self.session = session
-        self.generation = generation
-
-    def _current(self) -> bool:
-        return self.generation == self.session._generation
-
-    def message_received(self, deliver: m.Deliver, image: bytes | None) -> None:
-        if self._current():
-            self.session._on_deliver(deliver, image)
-
-    def receipt_received(self, receipt: m.Receipt) -> None:
-        if self._current():
-            self.session._notify("receipt_received", receipt)
-
-    def typing_received(self, event: m.TypingEvent) -> None:
-        if self._current():
-            self.session._notify("typing_received", event)
-
-    def presence_changed(self, event: m.PresenceEvent) -> None:
-        if self._current():
-            self.session._notify("presence_changed", event)
-
-    def error_received(self, code: int, reason: str) -> None:
-        if self._current():
-            self.session._notify("error_received", code, reason)
-
-    def connection_state_changed(self, state: str) -> None:
-        """The session reports its own states; the per-connection ones are not forwarded."""
-
-    def connection_lost(self, reason: Failure) -> None:
-        if self._current():
-            self.session._connection_lost(reason)
 
 
 class ChatSession:
@@ -306,10 +197,8 @@ class ChatSession:
             then stays in a persistent outbox).
         """
         try:
-            group_id, peer = _target(to)
-            body = text.encode("utf-8")
-            if len(body) > m.MAX_TEXT_BYTES:
-                raise ValueError(f"text is longer than {m.MAX_TEXT_BYTES} bytes")
+            group_id, peer = split_target(to)
+            body = encode_text(text)
         except (TypeError, ValueError) as e:
             return fail(e)
         return self._enqueue(group_id, peer, m.ContentType.TEXT, body, client_msg_id)
@@ -320,7 +209,7 @@ class ChatSession:
         Messages queued after an image are sent once the image is acknowledged, so the
         server stores them in order."""
         try:
-            group_id, peer = _target(to)
+            group_id, peer = split_target(to)
             data = load_image(data)
         except Exception as e:
             return fail(e)
@@ -442,7 +331,7 @@ class ChatSession:
             return
         self._generation += 1
         generation = self._generation
-        bridge = _Bridge(self, generation)
+        bridge = SessionBridge(self, generation)
         d = self._connector(bridge)
         self._attempt_d = d
         if self.login_timeout > 0:
@@ -609,7 +498,7 @@ class ChatSession:
         data: dict[str, Any] = {"device_id": self.device_id.hex(), "name": self.name}
         if self._have_cursor:
             data["cursor"] = self.cursor
-        _write_json_atomically(self.state_path, data)
+        write_json_atomically(self.state_path, data)
 
     # --- sending -------------------------------------------------------------------------
 
@@ -713,18 +602,14 @@ def open_session(
     outbox_path: str | os.PathLike[str] | None = None,
     state_path: str | os.PathLike[str] | None = None,
     listener: ChatListener | None = None,
-    known_servers: KnownServers | None = None,
-    server_fingerprint: str | None = None,
-    trust_on_first_use: TrustCallback | None = None,
+    trust: ServerTrust | None = None,
+    timeouts: Timeouts | None = None,
     device_id: bytes | None = None,
     backoff: Backoff | tuple[float, float, float] | None = None,
     clock: Any = None,
-    ping_interval: float = 30,
-    ping_timeout: float = 10,
-    handshake_timeout: float = 10,
-    login_timeout: float = 30,
     max_in_flight: int = 64,
     connector: Connector | None = None,
+    **shorthand: Any,
 ) -> ChatSession:
     """Open a session that stays signed in across connection losses, and start connecting.
 
@@ -741,45 +626,40 @@ def open_session(
             ``connection_state_changed`` with ``"connecting"``, ``"connected"``,
             ``"reconnecting"``, ``"resumed"`` or ``"offline"``, ``connection_lost`` per lost
             connection, and ``send_acknowledged`` / ``send_failed`` for outbox messages.
-        known_servers: The pin file (as :func:`connect`).
-        server_fingerprint: The expected fingerprint (as :func:`connect`).
-        trust_on_first_use: Asked about an unknown server (as :func:`connect`).
+        trust: How to trust the server (:class:`~chatproto.client.api.ServerTrust`, as
+            :func:`connect`).
+        timeouts: The timers (:class:`~chatproto.client.api.Timeouts`); a missing Pong
+            closes the connection, which triggers a reconnection; ``login_timeout`` bounds
+            one whole attempt (connect, sign in, sync) before it is abandoned and retried.
         device_id: 16 bytes identifying this device (default: from ``state_path``, else
             random).
         backoff: A :class:`Backoff`, or ``(initial, maximum, factor)`` seconds; default
             ``(0.5, 30, 2)`` with full jitter.
         clock: The IReactorTime for the session's timers (backoff, timeouts); default the
             reactor.
-        ping_interval: Seconds between pings; a missing Pong closes the connection, which
-            triggers a reconnection.
-        ping_timeout: Seconds to wait for a Pong.
-        handshake_timeout: Seconds to wait for the server's key after Hello.
-        login_timeout: Seconds for one whole attempt (connect, sign in, sync) before it is
-            abandoned and retried.
         max_in_flight: Messages sent and not yet acknowledged at most, per connection.
         connector: ``connector(listener) -> Deferred[ChatClient]`` replacing :func:`connect`
             (tests).
+        shorthand: The fields of ``ServerTrust`` and ``Timeouts`` as keywords
+            (``known_servers=pins, ping_timeout=5``).
 
     Returns:
         The :class:`ChatSession` (already connecting; see :meth:`ChatSession.wait_connected`).
     """
     if isinstance(backoff, tuple):
         backoff = Backoff(*backoff)
+    trust, timeouts = client_options(trust, timeouts, shorthand)
     timers = clock if clock is not None else reactor
     session: ChatSession
 
     def default_connector(bridge: ChatListener) -> Deferred[ChatClient]:
-        return connect(
-            reactor, endpoint, known_servers=known_servers,
-            server_fingerprint=server_fingerprint, trust_on_first_use=trust_on_first_use,
-            device_id=session.device_id, listener=bridge, ping_interval=ping_interval,
-            ping_timeout=ping_timeout, handshake_timeout=handshake_timeout,
-        )
+        return connect(reactor, endpoint, trust=trust, timeouts=timeouts,
+                       device_id=session.device_id, listener=bridge)
 
     session = ChatSession(
         timers, connector or default_connector, name, password, register=register,
         outbox_path=outbox_path, state_path=state_path, listener=listener,
-        device_id=device_id, backoff=backoff, login_timeout=login_timeout,
+        device_id=device_id, backoff=backoff, login_timeout=timeouts.login_timeout,
         max_in_flight=max_in_flight,
     )
     session.start()

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import pytest_twisted
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from twisted.internet import task
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Factory, Protocol
 
-from chatproto.client import ChatClient, LoginComplete, connect
+from chatproto.client import (
+    ChatClient,
+    LoginComplete,
+    ServerTrust,
+    Timeouts,
+    connect,
+    encode_text,
+)
+from chatproto.client.options import client_options
 from chatproto.wire import messages as m
 from chatproto.wire.handshake import (
     CredentialsReceived,
@@ -115,3 +125,82 @@ def test_signin_send_text_and_quit_over_tcp() -> Any:
         assert m.Quit(3) in server.received
     finally:
         yield port.stopListening()
+
+
+# --- options, text check, acknowledgements (no network) -------------------------------------
+
+
+class RecordingProtocol:
+    """Stands in for the connection's protocol: records what the client sends."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.sent: list[m.Message] = []
+
+    def send(self, msg: m.Message) -> None:
+        self.sent.append(msg)
+
+
+def _deliver(seq: int, image_size: int = 0) -> m.Deliver:
+    if image_size:
+        info = m.ImageInfo(image_size, bytes(32), None)
+        return m.Deliver(seq, 0, "bob", "alice", seq, 0, bytes(16), m.ContentType.IMAGE,
+                         b"\x89PNG", info)
+    return m.Deliver(seq, 0, "bob", "alice", seq, 0, bytes(16), m.ContentType.TEXT, b"hi",
+                     None)
+
+
+def _client(**kw: Any) -> tuple[ChatClient, RecordingProtocol, task.Clock]:
+    clock = task.Clock()
+    client = ChatClient(clock, "chat.example:7000", **kw)
+    protocol = RecordingProtocol()
+    client._protocol = protocol  # type: ignore[assignment]
+    return client, protocol, clock
+
+
+def test_deliveries_are_acknowledged_at_the_end_of_the_turn_by_default() -> None:
+    """auto_ack (the default): one cumulative DeliveryAck after a turn's deliveries."""
+    client, protocol, clock = _client()
+    for seq in (1, 2, 3):
+        client.message_received(protocol, _deliver(seq))  # type: ignore[arg-type]
+    clock.advance(0)
+    assert protocol.sent == [m.DeliveryAck(3)]
+
+
+def test_manual_acknowledgement_sends_only_what_the_application_handled() -> None:
+    """auto_ack=False: nothing is acknowledged by itself; acknowledge(n) sends DeliveryAck(n)
+    once (never backwards), and never past an image still arriving."""
+    client, protocol, clock = _client(auto_ack=False)
+    for seq in (1, 2, 3):
+        client.message_received(protocol, _deliver(seq))  # type: ignore[arg-type]
+    clock.advance(10)
+    assert protocol.sent == []
+    client.acknowledge(1)
+    client.acknowledge(1)
+    assert protocol.sent == [m.DeliveryAck(1)]
+    client.message_received(protocol, _deliver(4, image_size=100))  # type: ignore[arg-type]
+    client.message_received(protocol, _deliver(5))  # type: ignore[arg-type]
+    client.acknowledge(5)
+    assert protocol.sent == [m.DeliveryAck(1), m.DeliveryAck(3)]
+
+
+def test_options_are_two_objects_and_their_fields_as_keywords() -> None:
+    """ServerTrust and Timeouts carry the options; their fields given as keywords override
+    them; an unknown keyword is a TypeError."""
+    pins = ServerTrust(server_fingerprint=FP)
+    trust, timeouts = client_options(pins, None, {"ping_timeout": 3.0})
+    assert trust == pins and timeouts == Timeouts(ping_timeout=3.0)
+    client = ChatClient(task.Clock(), "h:1", trust=pins, handshake_timeout=2)
+    assert client.trust.server_fingerprint == FP and client.timeouts.handshake_timeout == 2
+    with pytest.raises(TypeError, match="ping_timout"):
+        client_options(None, None, {"ping_timout": 1})
+
+
+def test_encode_text_is_the_one_text_check() -> None:
+    """Empty and over-long texts are refused before anything is sent."""
+    assert encode_text("héllo") == "héllo".encode()
+    with pytest.raises(ValueError, match="empty"):
+        encode_text("")
+    with pytest.raises(ValueError, match="longer"):
+        encode_text("x" * (m.MAX_TEXT_BYTES + 1))

@@ -22,7 +22,9 @@ from chatproto.client import (
     ServerError,
     SessionClosed,
     SigninError,
+    Timeouts,
     UnknownUser,
+    open_session,
 )
 from chatproto.wire import messages as m
 from chatproto.wire.errors import ErrorCode
@@ -344,3 +346,26 @@ def test_retryable_and_permanent_server_errors() -> None:
     client.replies[2].errback(UnknownUser(ErrorCode.UNKNOWN_USER, "no such user"))
     assert results[0].conv_seq == 1 and results[1].check(UnknownUser)
     assert len(session.outbox) == 0
+
+
+def test_open_session_takes_its_timers_from_timeouts() -> None:
+    """open_session(timeouts=Timeouts(login_timeout=5)): an attempt that has not signed in
+    after 5 s is abandoned and retried (the field may also be given as a keyword)."""
+    for options in ({"timeouts": Timeouts(login_timeout=5)}, {"login_timeout": 5}):
+        clock = task.Clock()
+        attempts: list[Deferred[Any]] = []
+
+        def never(listener: ChatListener, attempts: list[Deferred[Any]] = attempts
+                  ) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            attempts.append(d)
+            return d
+
+        listener = States()
+        session = open_session(None, "tcp:h:1", "alice", "pw", clock=clock, connector=never,
+                               listener=listener, **options)  # type: ignore[arg-type]
+        clock.advance(4.9)
+        assert listener.states == ["connecting"] and len(attempts) == 1
+        clock.advance(0.1)
+        assert listener.states == ["connecting", "reconnecting"] and attempts[0].called
+        assert session.login_timeout == 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest_twisted
 from chatproto.server import admin
 from chatproto.server.identity import identity_fingerprint, load_or_create_identity
 from chatproto.server.passwords import verify_password
+from chatproto.server.tap import MIN_ARGON2
 from chatproto.storage.database import Database
 from chatproto.storage.store import ChatStore
 from tests.server.conftest import FAST
@@ -20,14 +22,32 @@ from tests.server.conftest import FAST
 PASSWORD = "correct horse battery"
 
 
-async def run(*argv: str, stdin: str = "") -> tuple[int, str]:
+class Terminal(io.StringIO):
+    """A standard input that is a terminal (so the password is prompted for)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def sqlite_uri(tmp_path: Path) -> str:
+    """An existing (empty) SQLite database: the admin commands never create one."""
+    path = tmp_path / "chat.db"
+    sqlite3.connect(path).close()
+    return f"sqlite:{path}"
+
+
+async def run(*argv: str, stdin: str | io.StringIO = "",
+              fast: bool = True) -> tuple[int, str]:
     """Parse and run one command in-process; returns (exit code, stdout)."""
     from twisted.internet import reactor
 
     args = admin.build_parser().parse_args(list(argv))
     out = io.StringIO()
+    source = stdin if isinstance(stdin, io.StringIO) else io.StringIO(stdin)
     try:
-        code = await admin.run(reactor, args, stdin=io.StringIO(stdin), stdout=out, params=FAST)
+        code = await admin.run(reactor, args, stdin=source, stdout=out,
+                               params=FAST if fast else None)
     except admin.AdminError as e:
         return admin.FAILED, str(e)
     return code, out.getvalue()
@@ -87,9 +107,60 @@ async def test_failures(sqlite_uri: str) -> None:
     code, msg = await run("add-user", "carol", "--database", sqlite_uri, "--password-stdin",
                           stdin="short")
     assert code == 1 and "characters" in msg and "short" not in msg
-    code, _ = await run("add-user", "Not Valid", "--database", sqlite_uri, "--password-stdin",
-                        stdin=PASSWORD)
-    assert code == 1
+    code, msg = await run("add-user", "Not Valid", "--database", sqlite_uri,
+                          "--password-stdin", stdin=PASSWORD)
+    assert code == 1 and "1 to 32 of a-z 0-9 _ . - starting with a letter or a digit" in msg
+
+
+@pytest_twisted.ensureDeferred
+async def test_password_from_stdin_without_a_terminal(sqlite_uri: str) -> None:
+    """With no terminal (``add-user NAME </dev/null`` or a pipe) and no option, the password
+    is the first line of standard input; an empty one is a clear error, not a traceback."""
+    code, _ = await run("add-user", "gina", "--database", sqlite_uri, stdin=PASSWORD + "\n")
+    assert code == 0
+    phc = await stored_hash(sqlite_uri, "gina")
+    assert phc is not None and verify_password(PASSWORD, phc)
+    code, msg = await run("add-user", "hank", "--database", sqlite_uri, stdin="")
+    assert code == 1 and "no password" in msg and "--password-file" in msg
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_missing_database_is_not_created(tmp_path: Path) -> None:
+    """list-users (or any command) on a mistyped path fails and creates nothing."""
+    missing = tmp_path / "mistyped" / "path.db"
+    for argv in (["list-users"], ["add-user", "ivy", "--password-stdin"],
+                 ["delete-user", "ivy"]):
+        code, msg = await run(*argv, "--database", f"sqlite:{missing}", stdin=PASSWORD)
+        assert code == 1 and f"no database at {missing}" in msg
+    assert not missing.exists() and not missing.parent.exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_hashes_use_the_servers_argon2_options(sqlite_uri: str) -> None:
+    """The --argon2-* options (the server's, with its defaults) set the hash's cost; a cost
+    below the minimum needs --insecure-fast-hashing, as for the server."""
+    weak = ["--argon2-memory-kib", "64", "--argon2-iterations", "1"]
+    code, msg = await run("add-user", "jill", "--database", sqlite_uri, "--password-stdin",
+                          *weak, stdin=PASSWORD, fast=False)
+    assert code == 1 and "--insecure-fast-hashing" in msg
+    code, _ = await run("add-user", "jill", "--database", sqlite_uri, "--password-stdin",
+                        *weak, "--insecure-fast-hashing", stdin=PASSWORD, fast=False)
+    assert code == 0
+    phc = await stored_hash(sqlite_uri, "jill")
+    assert phc is not None and "m=64,t=1," in phc
+    args = admin.build_parser().parse_args(["add-user", "x"])
+    assert admin.argon2_parameters(args) == MIN_ARGON2
+
+
+def test_help_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    """--help shows no reStructuredText markup, and names the Argon2 options."""
+    assert admin.main(["--help"]) == 0
+    top = capsys.readouterr().out
+    assert admin.main(["add-user", "--help"]) == 0
+    sub = capsys.readouterr().out
+    for text in (top, sub):
+        assert "``" not in text and ":mod:" not in text
+    assert "--argon2-memory-kib" in sub and "exit status" in top
 
 
 @pytest_twisted.ensureDeferred
@@ -99,9 +170,9 @@ async def test_prompted_password_must_match(sqlite_uri: str,
     creates the account."""
     answers = iter([PASSWORD, PASSWORD + "x", PASSWORD, PASSWORD])
     monkeypatch.setattr(admin.getpass, "getpass", lambda prompt="": next(answers))
-    code, msg = await run("add-user", "dora", "--database", sqlite_uri)
+    code, msg = await run("add-user", "dora", "--database", sqlite_uri, stdin=Terminal())
     assert code == 1 and "do not match" in msg and PASSWORD not in msg
-    code, _ = await run("add-user", "dora", "--database", sqlite_uri)
+    code, _ = await run("add-user", "dora", "--database", sqlite_uri, stdin=Terminal())
     assert code == 0
 
 

@@ -22,7 +22,8 @@ BIN = Path(sys.executable).parent
 TWISTD = str(BIN / "twistd")
 CLIENT = str(BIN / "chatproto-client")
 PASSWORD = "correct horse battery"
-FAST_ARGS = ["--insecure-fast-hashing", "--argon2-memory-kib", "64", "--argon2-iterations", "1"]
+FAST_ARGS = ["--insecure-fast-hashing", "--argon2-memory-kib", "64", "--argon2-iterations", "1",
+             "--registrations-per-ip", "1000"]
 #: The longest a single wait in these tests lasts.
 WAIT = 20.0
 
@@ -49,13 +50,15 @@ class ChatServer:
         return f"tcp:127.0.0.1:{self.port}"
 
 
-def _start_server(directory: Path) -> ChatServer:
-    port = free_port()
+def start_server(directory: Path, port: int | None = None) -> ChatServer:
+    """A ``twistd -n chatserver`` on ``port`` (a free one by default) with its database and
+    key in ``directory`` (start it again with the same arguments to restart it)."""
+    port = port or free_port()
     log = directory / "server.log"
     args = [TWISTD, "-n", "--pidfile=", "chatserver", "--listen",
             f"tcp:{port}:interface=127.0.0.1", "--database", f"sqlite:{directory / 'chat.db'}",
             "--identity", str(directory / "server.key"), *FAST_ARGS]
-    with open(log, "wb") as out:
+    with open(log, "ab") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=directory)
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
@@ -69,12 +72,13 @@ def _start_server(directory: Path) -> ChatServer:
     else:
         proc.kill()
         pytest.fail(f"the server did not listen:\n{log.read_text()}")
-    found = re.search(r"fingerprint: (SHA256:\S+)", log.read_text())
+    found = re.findall(r"fingerprint: (SHA256:\S+)", log.read_text())
     assert found, log.read_text()
-    return ChatServer(proc, port, found.group(1), log)
+    return ChatServer(proc, port, found[-1], log)
 
 
-def _stop_server(server: ChatServer) -> None:
+def stop_server(server: ChatServer) -> None:
+    """SIGTERM, and wait for the server to exit."""
     if server.proc.poll() is None:
         server.proc.send_signal(signal.SIGTERM)
         try:
@@ -87,9 +91,9 @@ def _stop_server(server: ChatServer) -> None:
 @pytest.fixture(scope="module")
 def chat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer]:
     """One server per test module (tests use distinct user names)."""
-    server = _start_server(tmp_path_factory.mktemp("server"))
+    server = start_server(tmp_path_factory.mktemp("server"))
     yield server
-    _stop_server(server)
+    stop_server(server)
 
 
 @pytest.fixture
@@ -187,3 +191,98 @@ def tmux(client_env: dict[str, str]) -> Iterator[Tmux]:
     t = Tmux(client_env)
     yield t
     t.close()
+
+
+class ConnectionCutter:
+    """A TCP forwarder to a server that a test can cut: :meth:`cut` closes every forwarded
+    connection and refuses new ones until :meth:`resume` (the server itself keeps running)."""
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.target_port = target_port
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = int(self.listener.getsockname()[1])
+        self.refusing = False
+        self.open: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        """The client endpoint description of the forwarder."""
+        return f"tcp:127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.refusing:
+                conn.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self.lock:
+                self.open += [conn, upstream]
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for s in (source, sink):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        """Close every forwarded connection; refuse new ones."""
+        self.refusing = True
+        with self.lock:
+            sockets, self.open = self.open, []
+        for s in sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def resume(self) -> None:
+        """Forward new connections again."""
+        self.refusing = False
+
+    def close(self) -> None:
+        """Stop listening and cut everything."""
+        self.cut()
+        self.listener.close()
+
+
+def client_command(server: ChatServer, tmp_path: Path, who: str, *extra: str,
+                   pinned: bool = False) -> list[str]:
+    """``chatproto-client`` for ``who``, with its own state and downloads folders (and the
+    server's fingerprint if ``pinned``)."""
+    pin = ["--server-fingerprint", server.fingerprint] if pinned else []
+    return [CLIENT, "--server", server.endpoint, *pin,
+            "--state-dir", str(tmp_path / f"state-{who}"),
+            "--downloads", str(tmp_path / f"downloads-{who}"), *extra]
+
+
+def fill_login(tmux: Tmux, who: str, name: str | None, key: str) -> None:
+    """Fill the sign-in form (the name unless pre-filled) and press ``key`` (Enter signs
+    in, C-r registers)."""
+    tmux.wait_for(who, "Password:")
+    if name is not None:
+        tmux.type(who, name)
+        tmux.send(who, "Tab")
+    tmux.type(who, PASSWORD)
+    tmux.send(who, key)

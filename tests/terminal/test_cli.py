@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from chatproto.client.cli import EXIT_CODES, build_parser
+from chatproto.terminal.cli import EXIT_CODES, build_parser
 from tests.terminal.conftest import CLIENT, PASSWORD, WAIT, ChatServer, free_port, png_bytes
 
 
@@ -148,3 +148,72 @@ def test_unknown_server_needs_a_decision(cli: Cli, chat_server: ChatServer) -> N
     send[1] = "send"
     assert subprocess.run(send, capture_output=True, text=True, env=cli.env,
                           timeout=WAIT).returncode == 0
+
+
+def test_tail_count_acknowledges_only_what_it_printed(cli: Cli) -> None:
+    """Three messages (a text, an image, a text): ``tail --count 1`` prints and acknowledges
+    the first only, so the next ``tail --count 2`` prints the image (saved) and the last
+    text, and a third ``tail`` has nothing left before a new message."""
+    assert cli.run("register", "kim").returncode == 0
+    assert cli.run("register", "lou").returncode == 0
+    image = cli.tmp_path / "pic.png"
+    image.write_bytes(png_bytes())
+    assert cli.run("send", "kim", "--to", "lou", "one").returncode == 0
+    assert cli.run("send-image", "kim", "--to", "lou", str(image)).returncode == 0
+    assert cli.run("send", "kim", "--to", "lou", "three").returncode == 0
+
+    first = cli.run("tail", "lou", "--count", "1")
+    assert first.returncode == 0, first.stderr
+    assert [json.loads(x)["text"] for x in first.stdout.splitlines()] == ["one"]
+    assert not (cli.tmp_path / "downloads-lou").exists()  # the image was not saved yet
+
+    second = cli.run("tail", "lou", "--count", "2")
+    assert second.returncode == 0, second.stderr
+    picture, text = (json.loads(x) for x in second.stdout.splitlines())
+    assert picture["type"] == "image" and text["text"] == "three"
+    assert Path(picture["image_path"]).read_bytes() == image.read_bytes()
+
+    assert cli.run("send", "kim", "--to", "lou", "four").returncode == 0
+    third = cli.run("tail", "lou", "--count", "1")
+    assert [json.loads(x)["text"] for x in third.stdout.splitlines()] == ["four"]
+
+
+def test_tail_leaves_out_the_accounts_own_messages(cli: Cli) -> None:
+    """``tail`` prints what others sent, not the account's own messages (a bot reacting to
+    its own output would loop); ``--include-own`` includes them."""
+    assert cli.run("register", "mia").returncode == 0
+    assert cli.run("register", "ned").returncode == 0
+    assert cli.run("send", "ned", "--to", "mia", "from ned").returncode == 0
+    assert cli.run("send", "mia", "--to", "ned", "from mia").returncode == 0
+    assert cli.run("send", "ned", "--to", "mia", "ned again").returncode == 0
+
+    mine = cli.run("tail", "ned", "--count", "1", "--since", "0")
+    assert [json.loads(x)["text"] for x in mine.stdout.splitlines()] == ["from mia"]
+    every = cli.run("tail", "ned", "--count", "3", "--since", "0", "--include-own")
+    assert [json.loads(x)["from"] for x in every.stdout.splitlines()] == ["ned", "mia", "ned"]
+
+
+def test_usage_errors_exit_2_before_connecting(cli: Cli, chat_server: ChatServer) -> None:
+    """A malformed --server, an image over the size limit, a file that is not an image and
+    an empty text are usage errors (2), found before connecting or uploading."""
+    assert cli.run("register", "otto").returncode == 0
+    args = cli.args("send", "otto", "--to", "otto", "hi")
+    args[args.index(chat_server.endpoint)] = "foo:bar"
+    bad_server = subprocess.run(args, capture_output=True, text=True, env=cli.env,
+                                timeout=WAIT)
+    assert bad_server.returncode == 2 and "invalid --server 'foo:bar'" in bad_server.stderr
+
+    big = cli.tmp_path / "big.png"
+    with open(big, "wb") as f:
+        f.write(png_bytes())
+        f.truncate(20 * 1024 * 1024)
+    too_large = cli.run("send-image", "otto", "--to", "otto", str(big))
+    assert too_large.returncode == 2 and "at most 10.0 MiB" in too_large.stderr
+    text = cli.tmp_path / "notes.txt"
+    text.write_text("not a picture")
+    not_image = cli.run("send-image", "otto", "--to", "otto", str(text))
+    assert not_image.returncode == 2 and "is not an image" in not_image.stderr
+    empty = cli.run("send", "otto", "--to", "otto", "")
+    assert empty.returncode == 2 and "empty" in empty.stderr
+    for result in (bad_server, too_large, not_image, empty):
+        assert "Traceback" not in result.stderr

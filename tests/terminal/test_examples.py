@@ -14,7 +14,7 @@ from typing import Any
 import pytest_twisted
 from twisted.internet.defer import Deferred
 
-from chatproto.client import ChatListener, connect
+from chatproto.client import ChatListener, ServerTrust, connect
 from chatproto.wire.messages import ContentType, Deliver
 from tests.terminal.conftest import PASSWORD, WAIT, ChatServer, png_bytes
 
@@ -56,6 +56,63 @@ def test_image_exchange(chat_server: ChatServer, tmp_path: Path) -> None:
     assert hashlib.sha256(saved.read_bytes()).digest() == hashlib.sha256(
         image.read_bytes()).digest()
     assert (out / "from-mona.png").read_bytes() == b"already here"
+
+
+def test_examples_run_as_documented(chat_server: ChatServer, tmp_path: Path) -> None:
+    """Every example is executable with a ``python3`` shebang, so with the virtualenv's
+    ``bin`` first on PATH (an activated ``.venv``) ``examples/x.py ENDPOINT`` runs; the README
+    also shows ``.venv/bin/python examples/x.py``."""
+    for script in EXAMPLES.glob("*.py"):
+        assert os.access(script, os.X_OK), script
+        assert script.read_text().startswith("#!/usr/bin/env python3\n"), script
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    result = subprocess.run([str(EXAMPLES / "two_users_chat.py"), chat_server.endpoint,
+                             "--fingerprint", chat_server.fingerprint], capture_output=True,
+                            text=True, timeout=WAIT, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+
+
+def test_examples_run_twice_on_one_server(chat_server: ChatServer, tmp_path: Path) -> None:
+    """Run after run on one server: with their default (fresh) names, and with the same
+    names again, each run checks only what it sent: the second image exchange verifies the
+    second picture, not the first one replayed to the receiver's new device."""
+    for _ in range(2):
+        result = run_example("two_users_chat.py", chat_server.endpoint, "--fingerprint",
+                             chat_server.fingerprint, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "received 2" in result.stdout
+    for _ in range(2):
+        result = run_example("two_users_chat.py", chat_server.endpoint, "--fingerprint",
+                             chat_server.fingerprint, "--names", "pia", "quin", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "done: pia received 2, quin received 2" in result.stdout
+    for rows in (30, 60):
+        image = tmp_path / f"picture-{rows}.png"
+        image.write_bytes(png_bytes(rows))
+        result = run_example("image_exchange.py", chat_server.endpoint, str(image), "--out",
+                             str(tmp_path / "received"), "--names", "rosa", "sam",
+                             "--fingerprint", chat_server.fingerprint, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert f"received {len(image.read_bytes())} bytes" in result.stdout
+        assert "sha256 verified" in result.stdout
+
+
+def test_examples_fail_in_one_line(chat_server: ChatServer, tmp_path: Path) -> None:
+    """A name taken with another password (after the quick start's alice and bob, say) is
+    reported in one line with exit status 1, not a traceback."""
+    first = run_example("two_users_chat.py", chat_server.endpoint, "--fingerprint",
+                        chat_server.fingerprint, "--names", "tess", "ugo", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    for script, extra in (("two_users_chat.py", []),
+                          ("image_exchange.py", [str(tmp_path / "p.png")])):
+        (tmp_path / "p.png").write_bytes(png_bytes())
+        result = run_example(script, chat_server.endpoint, *extra, "--fingerprint",
+                             chat_server.fingerprint, "--names", "tess", "ugo", "--password",
+                             "another password", cwd=tmp_path)
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        assert result.stderr.strip().count("\n") == 0
+        assert f"{script}: SigninError" in result.stderr and "AUTH_FAILED" in result.stderr
 
 
 def _wait_line(proc: subprocess.Popen[bytes], text: str) -> str:
@@ -125,7 +182,8 @@ async def test_group_bot(chat_server: ChatServer, tmp_path: Path) -> None:
         _wait_line(bot, "ready as botty")
         inbox = Inbox()
         client = await connect(_reactor(), chat_server.endpoint,
-                               server_fingerprint=chat_server.fingerprint, listener=inbox)
+                               trust=ServerTrust(server_fingerprint=chat_server.fingerprint),
+                               listener=inbox)
         await client.register("olga", PASSWORD)
         await client.signin("olga", PASSWORD)
         await client.sync()

@@ -5,16 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chatproto.client.cli import save_image
-from chatproto.client.tui_model import (
-    DELIVERED,
-    PENDING,
-    READ,
-    STORED,
-    ChatModel,
-    complete,
-    parse_command,
-)
+from chatproto.terminal.commandline import complete, parse_command
+from chatproto.terminal.model import DELIVERED, PENDING, READ, STORED, ChatModel
+from chatproto.terminal.presentation import save_image
 from chatproto.wire import messages as m
 
 T0 = 1_700_000_000_000

@@ -5,21 +5,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.terminal.conftest import CLIENT, PASSWORD, ChatServer, Tmux, png_bytes
+from tests.terminal.conftest import (
+    PASSWORD,
+    ChatServer,
+    Tmux,
+    client_command,
+    fill_login,
+    png_bytes,
+)
 
-
-def _client(server: ChatServer, tmp_path: Path, who: str, *extra: str) -> list[str]:
-    return [CLIENT, "--server", server.endpoint, "--state-dir", str(tmp_path / f"state-{who}"),
-            "--downloads", str(tmp_path / f"downloads-{who}"), *extra]
+_client = client_command
 
 
 def _register(tmux: Tmux, who: str, name: str | None) -> None:
-    tmux.wait_for(who, "Password:")
-    if name is not None:
-        tmux.type(who, name)
-        tmux.send(who, "Tab")
-    tmux.type(who, PASSWORD)
-    tmux.send(who, "C-r")
+    fill_login(tmux, who, name, "C-r")
 
 
 def test_two_users_chat_image_typing_and_presence(chat_server: ChatServer, tmux: Tmux,

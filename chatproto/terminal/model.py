@@ -1,31 +1,27 @@
 """What the terminal client shows, without the drawing: windows, their lines, unread counts,
 delivery marks, presence and typing, and the command line's parsing and completion.
 
-:mod:`chatproto.client.terminal` draws this with urwid and feeds it from the client library; the
-model itself does no I/O, so it is tested directly.
+:mod:`chatproto.terminal.app` draws this with urwid and feeds it from the client library; the
+model itself does no I/O, so it is tested directly. Its clock is ``now_ms``.
 """
 
 from __future__ import annotations
 
 import datetime
-import glob
 import os
-import shlex
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from chatproto.client.cli import format_size
+from chatproto.terminal.presentation import (
+    OWNER_CHANGED,
+    decode_event,
+    describe_event,
+    format_size,
+    last_seen_text,
+)
 from chatproto.wire import messages as m
 
-__all__ = [
-    "COMMANDS",
-    "ChatModel",
-    "Command",
-    "Conversation",
-    "Line",
-    "complete",
-    "parse_command",
-]
+__all__ = ["ChatModel", "Conversation", "Line", "Presence"]
 
 #: Delivery states of our own messages, in order.
 PENDING, STORED, DELIVERED, READ, FAILED = "pending", "stored", "delivered", "read", "failed"
@@ -35,25 +31,12 @@ MARKS = {PENDING: "…", STORED: "✓", DELIVERED: "✓✓", READ: "✓✓ read"
 
 #: How long a typing indicator lasts without a refresh (seconds).
 TYPING_TTL = 6.0
+#: A contact must stay online this long (ms) before "X is online" is shown; a shorter
+#: session (a bot's scripted ``send``) shows neither "is online" nor "went offline".
+PRESENCE_QUIET_MS = 10_000
 
 Key = tuple[str, str | int]
 STATUS_KEY: Key = ("status", "")
-
-
-def clock_time(ms: int) -> str:
-    """``HH:MM`` in local time."""
-    return datetime.datetime.fromtimestamp(ms / 1000).strftime("%H:%M")
-
-
-def last_seen_text(ms: int | None, now_ms: int) -> str:
-    """``last seen 14:02`` today, ``last seen 2024-03-01 14:02`` otherwise."""
-    if ms is None:
-        return "never seen"
-    when = datetime.datetime.fromtimestamp(ms / 1000)
-    now = datetime.datetime.fromtimestamp(now_ms / 1000)
-    if when.date() == now.date():
-        return f"last seen {when:%H:%M}"
-    return f"last seen {when:%Y-%m-%d %H:%M}"
 
 
 @dataclass
@@ -98,6 +81,10 @@ class Conversation:
     history_loaded: bool = False
     #: The highest conv_seq of someone else's message we told the server we read.
     read_sent: int = 0
+    #: The highest conv_seq others' receipts reported delivered / read (our marks; kept in
+    #: the state directory, so they survive a restart).
+    delivered_upto: int = 0
+    read_upto: int = 0
     typing: dict[str, float] = field(default_factory=dict)
     #: Bumped on every change, so the UI knows when to redraw.
     version: int = 0
@@ -142,29 +129,20 @@ class Conversation:
                 return
         self.lines.append(line)
 
+    def mark_of(self, conv_seq: int) -> str:
+        """The mark of our own stored message with this sequence number."""
+        if conv_seq <= self.read_upto:
+            return READ
+        if conv_seq <= self.delivered_upto:
+            return DELIVERED
+        return STORED
+
     def typing_names(self, now: float) -> list[str]:
         """Who is typing here now (expired indicators are dropped)."""
         for name, until in list(self.typing.items()):
             if until <= now:
                 del self.typing[name]
         return sorted(self.typing)
-
-
-def describe_event(event: m.GroupEvent) -> str:
-    """A group event as a sentence."""
-    names = ", ".join(event.names)
-    if event.action == m.GroupAction.CREATED:
-        title = f" \"{event.title}\"" if event.title else ""
-        return f"{event.actor} created the group{title} with {names}"
-    if event.action == m.GroupAction.ADDED:
-        return f"{event.actor} added {names}"
-    if event.action == m.GroupAction.REMOVED:
-        return f"{event.actor} removed {names}"
-    if event.action == m.GroupAction.LEFT:
-        return f"{event.actor} left the group"
-    if event.action == m.GroupAction.RENAMED:
-        return f"{event.actor} renamed the group to \"{event.title}\""
-    return f"{event.actor}: group event {event.action}"
 
 
 class ChatModel:
@@ -184,6 +162,13 @@ class ChatModel:
         self.presence: dict[str, Presence] = {}
         self.group_titles: dict[int, str] = {}
         self.group_members: dict[int, list[str]] = {}
+        #: Groups we left (or were removed from): their events and messages open no window.
+        self.left_groups: set[int] = set()
+        #: The delivered / read marks of conversations without an open window (closed, or
+        #: restored from the local store before their window opens).
+        self.marks: dict[Key, tuple[int, int]] = {}
+        #: Contacts who came online recently, not announced yet (name → since, ms).
+        self.pending_online: dict[str, int] = {}
         self.active = 0
         self.version = 0
 
@@ -204,6 +189,7 @@ class ChatModel:
         conv = self.by_key.get(key)
         if conv is None and create:
             conv = Conversation(key, self._title(key))
+            conv.delivered_upto, conv.read_upto = self.marks.pop(key, (0, 0))
             self.by_key[key] = conv
             self.windows.append(conv)
             self.version += 1
@@ -252,15 +238,27 @@ class ChatModel:
         self.switch(self.windows.index(conv))
 
     def close(self, conv: Conversation) -> None:
-        """Close a window (not the status window)."""
-        if conv.is_status:
+        """Close a window (not the status window). The windows after it move up one number;
+        the focus stays on the window it was on, or, if that one closed, goes to the window
+        before it."""
+        if conv.is_status or conv.key not in self.by_key:
             return
         index = self.windows.index(conv)
         del self.windows[index]
         del self.by_key[conv.key]
+        if conv.delivered_upto or conv.read_upto:
+            self.marks[conv.key] = (conv.delivered_upto, conv.read_upto)
         if self.active >= index:
             self.active = max(0, self.active - 1)
         self.version += 1
+
+    def leave_group(self, group_id: int) -> None:
+        """We are no longer in a group: close its window; its later events open none."""
+        self.left_groups.add(group_id)
+        self.group_members.pop(group_id, None)
+        conv = self.by_key.get(("group", group_id))
+        if conv is not None:
+            self.close(conv)
 
     def find(self, spec: str) -> Conversation | None:
         """A window by number (``3``), peer name (``bob``) or group title (``#team``)."""
@@ -296,7 +294,10 @@ class ChatModel:
         return ("dm", peer)
 
     def add_deliver(self, deliver: m.Deliver, image_path: str | None = None) -> Line | None:
-        """Add a delivered message; None if it is already shown (our own copy, a resend)."""
+        """Add a delivered message; None if it is already shown (our own copy, a resend) or
+        belongs to a group we left."""
+        if deliver.group_id and not self._still_member(deliver):
+            return None
         conv = self.window(self.key_of(deliver))
         assert conv is not None
         own = deliver.sender == self.me
@@ -312,7 +313,7 @@ class ChatModel:
                           deliver.conv_seq, deliver.server_time_ms, image_path)
         if own:
             line.client_msg_id = deliver.client_msg_id
-            line.status = STORED
+            line.status = conv.mark_of(deliver.conv_seq)
         if deliver.content_type == m.ContentType.EVENT and deliver.group_id:
             self._apply_event(deliver.group_id, deliver.body)
         conv.insert(line)
@@ -320,6 +321,24 @@ class ChatModel:
         self._touch(conv, counts=not own and line.kind != "event",
                     highlight=bool(self.me) and self.me in line.text and not own)
         return line
+
+    def _still_member(self, deliver: m.Deliver) -> bool:
+        """Whether a group message should be shown: False for a group we left, and for the
+        event of our leaving (or being removed), which closes the window; an event adding
+        us again reopens it."""
+        group_id = deliver.group_id
+        event = decode_event(deliver.body) if deliver.content_type == m.ContentType.EVENT \
+            else None
+        if event is not None and self.me:
+            gone = (event.action == m.GroupAction.LEFT and event.actor == self.me) or (
+                event.action == m.GroupAction.REMOVED and self.me in event.names)
+            if gone:
+                self.leave_group(group_id)
+                return False
+            if event.action in (m.GroupAction.CREATED, m.GroupAction.ADDED) \
+                    and self.me in event.names:
+                self.left_groups.discard(group_id)
+        return group_id not in self.left_groups
 
     def _line(self, content_type: int, body: bytes, image: m.ImageInfo | None, sender: str,
               conv_seq: int, time_ms: int, image_path: str | None) -> Line:
@@ -331,17 +350,14 @@ class ChatModel:
                         f"({format_size(image.total_size)}) saved to {image_path}")
             return Line("image", text, time_ms, sender, conv_seq, image_path=image_path)
         if content_type == m.ContentType.EVENT:
-            try:
-                text = describe_event(m.decode_record(m.GroupEvent, body))
-            except Exception:
-                text = "(an unreadable group event)"
+            event = decode_event(body)
+            text = describe_event(event) if event is not None else "(an unreadable group event)"
             return Line("event", text, time_ms, sender, conv_seq)
         return Line("text", body.decode("utf-8", "replace"), time_ms, sender, conv_seq)
 
     def _apply_event(self, group_id: int, body: bytes) -> None:
-        try:
-            event = m.decode_record(m.GroupEvent, body)
-        except Exception:
+        event = decode_event(body)
+        if event is None:
             return
         if event.title or event.action == m.GroupAction.RENAMED:
             self.set_group_title(group_id, event.title)
@@ -354,6 +370,8 @@ class ChatModel:
             members[:] = [n for n in members if n not in event.names]
         elif event.action == m.GroupAction.LEFT:
             members[:] = [n for n in members if n != event.actor]
+        elif event.action == OWNER_CHANGED:  # the new owner first, as the server lists them
+            members[:] = [*event.names, *(n for n in members if n not in event.names)]
 
     def add_history(self, conv: Conversation, page: m.HistoryPage) -> int:
         """Add an older page of a conversation; returns how many lines were new."""
@@ -364,7 +382,7 @@ class ChatModel:
             line = self._line(entry.content_type, entry.body, entry.image, entry.sender,
                               entry.conv_seq, entry.server_time_ms, None)
             if entry.sender == self.me:
-                line.status = STORED
+                line.status = conv.mark_of(entry.conv_seq)
             conv.insert(line)
             added += 1
         seqs = [e.conv_seq for e in page.entries]
@@ -409,9 +427,9 @@ class ChatModel:
         self.version += 1
 
     def failed(self, client_msg_id: bytes, why: str) -> None:
-        """Our message was refused."""
+        """Our message was refused (said once, however many paths report it)."""
         found = self._find_own(client_msg_id)
-        if found is not None:
+        if found is not None and found[1].status != FAILED:
             conv, line = found
             line.status = FAILED
             self.notice(f"not sent: {why}", conv, level="error")
@@ -425,9 +443,16 @@ class ChatModel:
         """A delivery or read receipt: ✓✓ or read on our messages up to its sequence."""
         key: Key = ("group", receipt.group_id) if receipt.group_id else ("dm", receipt.by)
         conv = self.by_key.get(key)
-        if conv is None:
-            return
         status = READ if receipt.kind == m.ReceiptKind.READ else DELIVERED
+        if conv is None:
+            delivered, read = self.marks.get(key, (0, 0))
+            if status == READ:
+                read = max(read, receipt.conv_seq)
+            self.marks[key] = (max(delivered, receipt.conv_seq), read)
+            return
+        if status == READ:
+            conv.read_upto = max(conv.read_upto, receipt.conv_seq)
+        conv.delivered_upto = max(conv.delivered_upto, receipt.conv_seq)
         for line in conv.lines:
             if (line.sender == self.me and line.conv_seq is not None
                     and line.conv_seq <= receipt.conv_seq and line.status != FAILED):
@@ -439,16 +464,30 @@ class ChatModel:
 
     def set_presence(self, name: str, online: bool, last_seen_ms: int | None,
                      announce: bool = False) -> None:
-        """Record a user's presence; with ``announce``, say so in their window."""
+        """Record a user's presence; with ``announce``, say so in their window, quietly: "is
+        online" only once they stayed :data:`PRESENCE_QUIET_MS` (:meth:`flush_presence`),
+        and nothing at all for a shorter session."""
         before = self.presence.get(name)
         self.presence[name] = Presence(online, last_seen_ms)
         self.version += 1
         if not announce or (before is not None and before.online == online) or name == self.me:
             return
-        text = (f"{name} is online" if online
-                else f"{name} went offline ({last_seen_text(last_seen_ms, self.now_ms())})")
-        conv = self.by_key.get(("dm", name))
-        self.notice(text, conv, level="presence")
+        if online:
+            self.pending_online[name] = self.now_ms()
+            return
+        if self.pending_online.pop(name, None) is not None:
+            return  # a short session: neither line
+        text = f"{name} went offline ({last_seen_text(last_seen_ms, self.now_ms())})"
+        self.notice(text, self.by_key.get(("dm", name)), level="presence")
+
+    def flush_presence(self) -> None:
+        """Announce the contacts who have stayed online long enough."""
+        now = self.now_ms()
+        for name, since in list(self.pending_online.items()):
+            if now - since >= PRESENCE_QUIET_MS:
+                del self.pending_online[name]
+                self.notice(f"{name} is online", self.by_key.get(("dm", name)),
+                            level="presence")
 
     def presence_mark(self, name: str) -> str:
         """``●`` online, ``○`` offline, `` `` unknown."""
@@ -483,95 +522,3 @@ class ChatModel:
             names.update(members)
         names.discard(self.me)
         return sorted(names)
-
-
-# --- commands ------------------------------------------------------------------------------
-
-#: Command → (arguments, help).
-COMMANDS: dict[str, tuple[str, str]] = {
-    "msg": ("NAME [TEXT]", "open (or start) a direct chat with NAME, optionally sending TEXT"),
-    "group": ("create NAME... | add NAME... | remove NAME... | leave | members | rename TITLE",
-              "create a group, change the current group's members, leave it, list them"),
-    "image": ("PATH", "send an image file (PNG, JPEG, GIF, WebP) to this window"),
-    "history": ("", "load older messages of this window"),
-    "who": ("", "presence of your contacts (● online, ○ offline)"),
-    "win": ("N|NAME", "switch window (also Alt+1..9, Ctrl-N / Ctrl-P)"),
-    "close": ("", "close this window"),
-    "help": ("", "this list"),
-    "quit": ("", "sign out and exit"),
-}
-GROUP_SUBCOMMANDS = ("create", "add", "remove", "leave", "members", "rename")
-
-
-@dataclass
-class Command:
-    """A parsed command line: ``name`` is empty for plain text."""
-
-    name: str
-    args: list[str]
-    rest: str
-
-
-def parse_command(text: str) -> Command:
-    """Split ``/cmd args`` (``//text`` sends ``/text``); plain text has an empty name."""
-    if not text.startswith("/") or text.startswith("//"):
-        return Command("", [], text[1:] if text.startswith("//") else text)
-    head, _, rest = text[1:].partition(" ")
-    try:
-        args = shlex.split(rest)
-    except ValueError:
-        args = rest.split()
-    return Command(head.lower(), args, rest.strip())
-
-
-def _common_prefix(words: Sequence[str]) -> str:
-    return os.path.commonprefix(list(words)) if words else ""
-
-
-def complete(text: str, pos: int, names: Iterable[str],
-             list_paths: Callable[[str], list[str]] | None = None) -> list[tuple[str, int]]:
-    """Completions of the word before the cursor, as ``(new_text, new_pos)`` pairs for
-    urwid's ``Edit.text_completer``: command names, ``/group`` subcommands, file paths after
-    ``/image``, user names elsewhere (a name first on a plain line gets ``": "``)."""
-    before, after = text[:pos], text[pos:]
-    start = before.rfind(" ") + 1
-    word = before[start:]
-    words_before = before[:start].split()
-    candidates: list[str]
-    suffix = " "
-    if not words_before and word.startswith("/"):
-        candidates = ["/" + c for c in COMMANDS if ("/" + c).startswith(word)]
-    elif words_before == ["/group"]:
-        candidates = [c for c in GROUP_SUBCOMMANDS if c.startswith(word)]
-    elif words_before and words_before[0] == "/image":
-        lister = list_paths or _list_paths
-        candidates = lister(word)
-        suffix = ""
-    else:
-        candidates = [n for n in names if n.startswith(word)]
-        if not words_before:
-            suffix = ": "
-    if not candidates:
-        return []
-
-    def apply(word_done: str, end: str) -> tuple[str, int]:
-        new_before = before[:start] + word_done + end
-        return new_before + after, len(new_before)
-
-    if len(candidates) == 1:
-        only = candidates[0]
-        return [apply(only, "" if only.endswith("/") else suffix)]
-    prefix = _common_prefix(candidates)
-    if len(prefix) > len(word):
-        return [apply(prefix, "")]
-    return [apply(c, "" if c.endswith("/") else suffix) for c in sorted(candidates)]
-
-
-def _list_paths(word: str) -> list[str]:
-    expanded = os.path.expanduser(word)
-    matches = sorted(glob.glob(glob.escape(expanded) + "*"))
-    out = []
-    for path in matches[:200]:
-        shown = word + path[len(expanded):] if path.startswith(expanded) else path
-        out.append(shown + "/" if os.path.isdir(path) else shown)
-    return out

@@ -1,7 +1,7 @@
 """The command line of ``chatproto-client``: options, and the non-interactive commands.
 
 Without a command, ``chatproto-client`` starts the interactive terminal client
-(:mod:`chatproto.client.terminal`). With one, it does one thing and exits with a status a script
+(:mod:`chatproto.terminal.app`). With one, it does one thing and exits with a status a script
 can test (:data:`EXIT_CODES`)::
 
     chatproto-client register --name bot --password-file pw
@@ -15,7 +15,6 @@ Everything here uses only the public API of :mod:`chatproto.client`.
 from __future__ import annotations
 
 import argparse
-import datetime
 import getpass
 import json
 import os
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.python.failure import Failure
 
@@ -35,17 +35,26 @@ from chatproto.client import (
     ChatListener,
     ConnectionLost,
     HandshakeError,
+    ImageTooLarge,
     KnownServers,
     RegisterError,
     ServerError,
     ServerKeyChanged,
+    ServerTrust,
     SigninError,
     UntrustedServer,
     connect,
+    encode_text,
     endpoint_host,
 )
+from chatproto.terminal.presentation import (
+    EVENT_ACTIONS,
+    decode_event,
+    read_image_file,
+    save_image,
+    time_iso,
+)
 from chatproto.wire import messages as m
-from chatproto.wire.images import EXTENSIONS, image_type
 
 __all__ = [
     "EXIT_AUTH",
@@ -60,6 +69,8 @@ __all__ = [
 ]
 
 DEFAULT_SERVER = "tcp:127.0.0.1:7777"
+#: The rule of user names (``messages.NAME_PATTERN``) in words.
+NAME_RULE = "a name is 1 to 32 of a-z 0-9 _ . - and starts with a letter or a digit"
 PASSWORD_ENV = "CHATPROTO_PASSWORD"  # noqa: S105 (the name of a variable)
 
 EXIT_OK = 0
@@ -73,7 +84,8 @@ EXIT_IDENTITY = 5
 EXIT_CODES = {
     EXIT_OK: "success",
     EXIT_REFUSED: "the server refused the request (its error code and reason are printed)",
-    EXIT_USAGE: "usage error (bad options, no password available)",
+    EXIT_USAGE: "usage error (bad options or --server, no password available, a file that is "
+                "not an image or over 10 MiB, an empty text)",
     EXIT_CONNECTION: "could not connect, or the connection or handshake failed",
     EXIT_AUTH: "authentication failed (wrong name or password, too many attempts)",
     EXIT_IDENTITY: "the server's identity does not match its pin or --server-fingerprint, "
@@ -136,45 +148,6 @@ def load_device_id(state_dir: Path) -> bytes:
     return value
 
 
-def image_extension(data: bytes, mime: str | None = None) -> str:
-    """The file extension of an image, from its MIME type or else its magic bytes."""
-    if mime is None or mime not in EXTENSIONS:
-        mime = image_type(data)
-    return EXTENSIONS.get(mime or "", ".img")
-
-
-def save_image(directory: Path, deliver: m.Deliver, data: bytes) -> Path:
-    """Save a received image as ``SENDER-YYYYmmdd-HHMMSS.EXT`` in ``directory``, never
-    overwriting a file: ``-1``, ``-2``, ... are added to the stem until the name is free.
-
-    Returns:
-        The path written.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    when = datetime.datetime.fromtimestamp(deliver.server_time_ms / 1000)
-    ext = image_extension(data, deliver.image.mime if deliver.image else None)
-    stem = f"{deliver.sender}-{when:%Y%m%d-%H%M%S}"
-    for n in range(10_000):
-        path = directory / (f"{stem}{ext}" if n == 0 else f"{stem}-{n}{ext}")
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            continue
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        return path
-    raise OSError(f"no free file name for {stem}{ext} in {directory}")
-
-
-def format_size(size: int) -> str:
-    """``532 B``, ``12.3 KiB``, ``4.0 MiB``."""
-    if size < 1024:
-        return f"{size} B"
-    if size < 1024 * 1024:
-        return f"{size / 1024:.1f} KiB"
-    return f"{size / 1024 / 1024:.1f} MiB"
-
-
 # --- errors → exit codes -------------------------------------------------------------------
 
 
@@ -193,6 +166,8 @@ def describe_error(error: BaseException) -> tuple[int, str]:
         return EXIT_AUTH, f"sign-in refused: {error}"
     if isinstance(error, RegisterError):
         return EXIT_REFUSED, f"registration refused: {error}"
+    if isinstance(error, ImageTooLarge):
+        return EXIT_USAGE, str(error)
     if isinstance(error, ServerError):
         names = f" [{', '.join(error.names)}]" if error.names else ""
         return EXIT_REFUSED, f"server error {error}{names}"
@@ -278,10 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("tail", "print incoming messages as JSON lines (images are saved to "
                         "--downloads) until interrupted")
     p.add_argument("--count", type=int, metavar="N",
-                   help="exit after N messages")
+                   help="exit after N messages (only those N are acknowledged: the next "
+                        "tail starts with the one after them)")
     p.add_argument("--since", type=int, metavar="SEQ",
                    help="start after this user_seq (0: everything) instead of after the last "
                         "message this device acknowledged")
+    p.add_argument("--include-own", action="store_true",
+                   help="also print the messages this account sent (from any device); by "
+                        "default only what others sent is printed")
     return parser
 
 
@@ -307,6 +286,10 @@ class Settings:
             state_dir=args.state_dir or default_state_dir(),
             downloads=args.downloads or default_downloads(),
         )
+
+    def trust(self, on_first_use: Any = None) -> ServerTrust:
+        """The server trust settings, with a trust-on-first-use callback."""
+        return ServerTrust(self.known_servers, self.server_fingerprint, on_first_use)
 
     @property
     def host(self) -> str:
@@ -337,16 +320,6 @@ def read_password(path: Path | None, prompt: str = "password: ") -> str:
 # --- the commands --------------------------------------------------------------------------
 
 
-def _time_iso(ms: int) -> str:
-    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat(
-        timespec="milliseconds").replace("+00:00", "Z")
-
-
-_ACTIONS = {m.GroupAction.CREATED: "created", m.GroupAction.ADDED: "added",
-            m.GroupAction.REMOVED: "removed", m.GroupAction.LEFT: "left",
-            m.GroupAction.RENAMED: "renamed"}
-
-
 def deliver_json(deliver: m.Deliver, image_path: Path | None = None) -> dict[str, Any]:
     """The JSON object ``tail`` prints for a message."""
     out: dict[str, Any] = {
@@ -355,7 +328,7 @@ def deliver_json(deliver: m.Deliver, image_path: Path | None = None) -> dict[str
         "from": deliver.sender,
         "to": deliver.to,
         "conv_seq": deliver.conv_seq,
-        "time": _time_iso(deliver.server_time_ms),
+        "time": time_iso(deliver.server_time_ms),
         "time_ms": deliver.server_time_ms,
     }
     if deliver.content_type == m.ContentType.TEXT:
@@ -369,37 +342,45 @@ def deliver_json(deliver: m.Deliver, image_path: Path | None = None) -> dict[str
         out["sha256"] = deliver.image.sha256.hex()
     elif deliver.content_type == m.ContentType.EVENT:
         out["type"] = "event"
-        try:
-            event = m.decode_record(m.GroupEvent, deliver.body)
-            out["event"] = {"action": _ACTIONS.get(event.action, str(event.action)),
-                            "actor": event.actor, "names": list(event.names),
-                            "title": event.title}
-        except Exception:
-            out["event"] = None
+        event = decode_event(deliver.body)
+        out["event"] = None if event is None else {
+            "action": EVENT_ACTIONS.get(event.action, str(event.action)),
+            "actor": event.actor, "names": list(event.names), "title": event.title}
     else:
         out["type"] = str(deliver.content_type)
     return out
 
 
 class _TailListener(ChatListener):
-    def __init__(self, downloads: Path, out: TextIO, count: int | None) -> None:
+    """Prints (and saves) what arrives, and acknowledges exactly what it printed: with
+    ``--count N`` the messages after the N-th stay unacknowledged, so the next ``tail`` gets
+    them. The account's own messages are skipped (and acknowledged) unless ``include_own``."""
+
+    def __init__(self, me: str, downloads: Path, out: TextIO, count: int | None,
+                 include_own: bool) -> None:
+        self.me = me
         self.downloads = downloads
         self.out = out
         self.remaining = count
+        self.include_own = include_own
+        self.client: ChatClient | None = None
         self.done: Deferred[None] = Deferred()
         self.lost: Deferred[None] = Deferred()
         self.quitting = False
 
     def message_received(self, deliver: m.Deliver, image: bytes | None) -> None:
         if self.done.called:
-            return
-        path = save_image(self.downloads, deliver, image) if image is not None else None
-        self.out.write(json.dumps(deliver_json(deliver, path), ensure_ascii=False) + "\n")
-        self.out.flush()
-        if self.remaining is not None:
-            self.remaining -= 1
-            if self.remaining <= 0:
-                self.done.callback(None)
+            return  # past the count: not printed, not acknowledged
+        if deliver.sender != self.me or self.include_own:
+            path = save_image(self.downloads, deliver, image) if image is not None else None
+            self.out.write(json.dumps(deliver_json(deliver, path), ensure_ascii=False) + "\n")
+            self.out.flush()
+            if self.remaining is not None:
+                self.remaining -= 1
+        if self.client is not None:
+            self.client.acknowledge(deliver.user_seq)
+        if self.remaining is not None and self.remaining <= 0:
+            self.done.callback(None)
 
     def error_received(self, code: int, reason: str) -> None:
         print(f"chatproto-client: error {code}: {reason}", file=sys.stderr)
@@ -410,7 +391,7 @@ class _TailListener(ChatListener):
 
 
 async def open_client(reactor: Any, settings: Settings, args: argparse.Namespace,
-                      listener: ChatListener | None = None) -> ChatClient:
+                      listener: ChatListener | None = None, auto_ack: bool = True) -> ChatClient:
     """Connect to the server, checking its identity non-interactively."""
     trust = None
     if getattr(args, "trust_on_first_use", False):
@@ -419,9 +400,8 @@ async def open_client(reactor: Any, settings: Settings, args: argparse.Namespace
                   f"{settings.known_servers.path})", file=sys.stderr)
             return True
     client: ChatClient = await connect(
-        reactor, settings.server, known_servers=settings.known_servers,
-        server_fingerprint=settings.server_fingerprint, trust_on_first_use=trust,
-        device_id=load_device_id(settings.state_dir), listener=listener)
+        reactor, settings.server, trust=settings.trust(trust),
+        device_id=load_device_id(settings.state_dir), listener=listener, auto_ack=auto_ack)
     return client
 
 
@@ -430,18 +410,36 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
     if not settings.name:
         raise CommandError(EXIT_USAGE, "--name is required")
     if m.NAME_PATTERN.fullmatch(settings.name) is None:
-        raise CommandError(EXIT_USAGE, f"invalid name {settings.name!r}: 1 to 32 of a-z 0-9 "
-                                       "_ . - starting with a letter or digit")
-    password = read_password(args.password_file)
+        raise CommandError(EXIT_USAGE, f"invalid name {settings.name!r}: {NAME_RULE}")
+    try:
+        clientFromString(reactor, settings.server)
+    except (ValueError, KeyError, TypeError) as e:
+        raise CommandError(EXIT_USAGE, f"invalid --server {settings.server!r}: {e} (an "
+                                       "endpoint such as tcp:HOST:PORT or tls:HOST:PORT)")
+    if args.command == "tail" and args.count is not None and args.count < 1:
+        raise CommandError(EXIT_USAGE, "--count must be 1 or more")
+    image: bytes | None = None
+    if args.command == "send-image":
+        try:
+            image = read_image_file(args.path)
+        except ValueError as e:
+            raise CommandError(EXIT_USAGE, str(e))
     text: str | None = None
     if args.command == "send":
         text = sys.stdin.read() if args.text == ["-"] else " ".join(args.text)
-    if args.command == "send-image" and not args.path.is_file():
-        raise CommandError(EXIT_USAGE, f"no such file: {args.path}")
+        try:
+            encode_text(text)
+        except ValueError as e:
+            raise CommandError(EXIT_USAGE, str(e))
+    password = read_password(args.password_file)
     listener: ChatListener | None = None
     if args.command == "tail":
-        listener = _TailListener(settings.downloads, sys.stdout, args.count)
-    client = await open_client(reactor, settings, args, listener)
+        listener = _TailListener(settings.name, settings.downloads, sys.stdout, args.count,
+                                 args.include_own)
+    client = await open_client(reactor, settings, args, listener,
+                               auto_ack=args.command != "tail")
+    if isinstance(listener, _TailListener):
+        listener.client = client
     try:
         if args.command == "register":
             await client.register(settings.name, password)
@@ -456,9 +454,10 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
             assert text is not None
             ack = await client.send_text(to, text)
         else:
-            ack = await client.send_image(to, args.path)
+            assert image is not None
+            ack = await client.send_image(to, image)
         print(json.dumps({"group_id": ack.group_id, "conv_seq": ack.conv_seq,
-                          "time": _time_iso(ack.server_time_ms)}))
+                          "time": time_iso(ack.server_time_ms)}))
         await client.quit()
         return EXIT_OK
     finally:
