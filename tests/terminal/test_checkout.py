@@ -12,7 +12,8 @@ def test_make_run_writes_no_pid_file() -> None:
     """``make run`` starts twistd with ``--pidfile=`` (no ``twistd.pid`` in the checkout)."""
     recipe = subprocess.run(["make", "-n", "run"], cwd=ROOT,
                             capture_output=True, text=True, timeout=30, check=True).stdout
-    line = next(x for x in recipe.splitlines() if "twistd" in x and "chatserver" in x)
+    # (make -n also lists the venv recipe when the venv is out of date: pick the twistd call)
+    line = next(x for x in recipe.splitlines() if "bin/twistd " in x)
     assert "--pidfile= " in line
 
 
