@@ -3,7 +3,7 @@
 
 import { ChatClient, LoginFailed, MAX_IMAGE, fingerprintFromFragment, serverFromLocation }
   from "./client.js";
-import { CONTENT, GROUP_ACTION, RECEIPT, decodeGroupEvent } from "./messages.js";
+import { CONTENT, RECEIPT, decodeGroupEvent } from "./messages.js";
 import { LocalStore } from "./store.js";
 import { el, lastSeenLabel, linkified, sizeLabel, timeLabel } from "./view.js";
 import { toHex } from "./bytes.js";
@@ -202,10 +202,17 @@ function summary(e) {
 function eventText(e) {
   try {
     const ev = decodeGroupEvent(e.body);
-    const verb = GROUP_ACTION[ev.action] || "changed the group";
-    const names = ev.action === 4 ? "" : ev.names.join(", ");
-    const title = ev.action === 5 || ev.action === 1 ? ` “${ev.title}”` : "";
-    return `${ev.actor} ${verb}${names ? ` ${names}` : ""}${title}`;
+    const who = ev.names.join(", ");
+    const wording = {
+      1: () => `${ev.actor} created “${ev.title || "the group"}” with ${who}`,
+      2: () => `${ev.actor} added ${who}`,
+      3: () => `${ev.actor} removed ${who}`,
+      4: () => `${ev.actor} left`,
+      5: () => `${ev.actor} renamed the group to “${ev.title}”`,
+      6: () => `${ev.actor} made ${who} admin`,
+      7: () => `${ev.actor} made ${who} member`,
+    }[ev.action];
+    return wording ? wording() : `${ev.actor} changed the group`;
   } catch {
     return "group event";
   }

@@ -195,7 +195,3 @@ export const decodeGroupEvent = (bytes) => decodeRecord("GroupEvent", decode(byt
 
 export const CONTENT = { TEXT: 1, IMAGE: 2, EVENT: 3 };
 export const RECEIPT = { DELIVERED: 2, READ: 3 };
-export const GROUP_ACTION = {
-  1: "created the group", 2: "added", 3: "removed", 4: "left", 5: "renamed the group",
-  6: "made admin", 7: "made member",
-};
