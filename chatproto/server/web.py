@@ -194,6 +194,7 @@ class StreamOverWebSocket:
         self.transport: WebSocketStreamTransport | None = None
         self._websocket: Any = None
         self._pending = 0
+        self._too_big = False
         self._lost = False
 
     def negotiationStarted(self, transport: WebSocketTransport) -> None:
@@ -207,8 +208,11 @@ class StreamOverWebSocket:
         WebSocket (1009) beyond ``max_pending``."""
 
         def counted(data: bytes) -> None:
+            if self._too_big:
+                return
             self._pending += len(data)
             if self._pending > self.max_pending:
+                self._too_big = True
                 if not self._lost and self._websocket is not None:
                     log.info("closing {ip}: WebSocket message too big",
                              ip=_address_host(self.peer))

@@ -147,8 +147,9 @@ async (v) => {
   }
   // Tampering: a flipped ciphertext bit is BAD_TAG, a replayed frame BAD_IV.
   const first = fromHex(v.frames[0].frame);
-  for (const [label, bytes, seq] of [["tag", (() => { const b = first.slice(); b[20] ^= 1; return b; })(), 0],
-                                     ["replay", first, 1]]) {
+  const flipped = first.slice();
+  flipped[20] ^= 1;
+  for (const [label, bytes, seq] of [["tag", flipped, 0], ["replay", first, 1]]) {
     const k = await FrameKey.create(fromHex(v.key), fromHex(v.static_iv));
     k.seq = seq;
     const rd = new FrameReader();
