@@ -17,7 +17,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/twistd -n chatserver --listen $(LISTEN)
+	$(BIN)/twistd -n chatserver --listen $(LISTEN) --listen-web tcp:8080:interface=127.0.0.1
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
