@@ -50,8 +50,23 @@ function conversation(target, title) {
       hasMore: true, oldest: 0, loaded: false, delivered: 0, read: 0, typing: new Map(),
     };
     state.convs.set(key, c);
+    if (c.peer && !state.presence.has(c.peer)) refreshPresence();
   }
   return c;
+}
+
+/** Ask for everyone's presence again (a new direct conversation shares presence). */
+function refreshPresence() {
+  if (state.presenceTimer || !state.client) return;
+  state.presenceTimer = setTimeout(async () => {
+    state.presenceTimer = null;
+    try {
+      const presence = await state.client.request({ type: "PresenceQuery" });
+      for (const p of presence.entries) state.presence.set(p.name, p);
+      renderList();
+      renderHeader();
+    } catch { /* offline: the next sign-in asks again */ }
+  }, 300);
 }
 
 function targetOf(c) {

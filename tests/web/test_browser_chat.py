@@ -12,7 +12,6 @@ from typing import Any
 
 from playwright.sync_api import expect
 
-from tests.terminal.conftest import png_bytes
 from tests.web.conftest import DOCS, Cli, WebServer, open_chat, send_text, sign_up
 
 
@@ -132,6 +131,24 @@ def noise_png(width: int, height: int) -> bytes:
             + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
+def gradient_png(width: int, height: int) -> bytes:
+    """A valid RGB PNG with a colour gradient (a pleasant picture for the screenshot)."""
+    rows = []
+    for y in range(height):
+        row = bytearray(b"\x00")
+        for x in range(width):
+            row += bytes((40 + 180 * x // width, 90 + 120 * y // height, 220 - 150 * x // width))
+        rows.append(bytes(row))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b""))
+
+
 def _image_bytes_in_page(page: Any, selector: str) -> bytes:
     data = page.eval_on_selector(selector, """async (img) => {
         const buf = await (await fetch(img.src)).arrayBuffer();
@@ -150,7 +167,7 @@ def test_images_byte_identical(web_server: WebServer, new_page: Any, cli: Cli,
     sign_up(sender, web_server, "ivy")
     sign_up(receiver, web_server, "jon")
     picture = tmp_path / "plot.png"
-    picture.write_bytes(png_bytes(rows=200))
+    picture.write_bytes(gradient_png(240, 160))
     open_chat(sender, "jon")
     sender.set_input_files("#composer-file", str(picture))
     expect(sender.locator(".message.mine .mark").last).to_have_text("✓")
