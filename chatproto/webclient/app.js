@@ -73,7 +73,21 @@ function targetOf(c) {
   return c.groupId ? { groupId: c.groupId } : { peer: c.peer };
 }
 
+/** Keep the list across page loads: messages already received are not delivered again. */
+function saveList() {
+  if (state.saveTimer || !state.listLoaded) return;
+  state.saveTimer = setTimeout(() => {
+    state.saveTimer = null;
+    const list = [...state.convs.values()].map((c) => ({
+      groupId: c.groupId, peer: c.peer, title: c.title, lastTime: c.lastTime,
+      lastText: c.lastText, unread: c.unread,
+    }));
+    state.store.saveConversations(state.me, list);
+  }, 200);
+}
+
 function renderList() {
+  saveList();
   const list = $("conversation-list");
   const items = [...state.convs.values()].sort((a, b) => b.lastTime - a.lastTime);
   list.replaceChildren(...items.map((c) => {
@@ -546,6 +560,16 @@ async function afterLogin() {
   const client = state.client;
   show("chat-screen");
   $("me").textContent = state.me;
+  for (const saved of await state.store.conversations(state.me)) {
+    const c = conversation(saved.groupId ? { groupId: saved.groupId } : { peer: saved.peer },
+      saved.title);
+    if (saved.lastTime > c.lastTime) {
+      c.lastTime = saved.lastTime;
+      c.lastText = saved.lastText;
+    }
+    c.unread = Math.max(c.unread, saved.unread || 0);
+  }
+  state.listLoaded = true;
   const [groups, presence] = await Promise.all([
     client.request({ type: "GroupList" }).catch(() => ({ groups: [] })),
     client.request({ type: "PresenceQuery" }).catch(() => ({ entries: [] })),

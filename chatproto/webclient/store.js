@@ -60,6 +60,10 @@ export class LocalStore {
   async cursor(account) { return (await this.get("cursors", account)) ?? null; }
   setCursor(account, seq) { return this.put("cursors", account, seq); }
 
+  /** The account's conversation list (titles and last lines; messages come from History). */
+  async conversations(account) { return (await this.get("meta", `convs:${account}`)) || []; }
+  saveConversations(account, list) { return this.put("meta", `convs:${account}`, list); }
+
   /** The account's unacknowledged messages, oldest first. */
   async outbox(account) {
     const items = await this._op("outbox", "readonly",

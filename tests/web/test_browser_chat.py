@@ -249,3 +249,52 @@ def test_phone_width_and_keyboard_only(web_server: WebServer, new_page: Any) -> 
     expect(page.locator(".message.mine .text")).to_have_text("note to self")
     page.get_by_label("Back to the list").click()
     expect(page.locator("#sidebar")).to_be_visible()
+
+
+def test_history_loads_on_scroll_up_after_a_reload(web_server: WebServer, new_page: Any,
+                                                  cli: Cli) -> None:
+    """After a reload nothing is delivered again, yet the conversation list is kept and the
+    conversation shows its latest messages from History; scrolling up loads older pages."""
+    cli.run("register", "sam")
+    page = new_page()
+    sign_up(page, web_server, "rita")
+    open_chat(page, "sam")
+    for n in range(45):
+        send_text(page, f"line {n}")
+    expect(page.locator(".message.mine .mark")).to_have_text(["✓"] * 45)
+    page.reload()
+    sign_up(page, web_server, "rita", register=False)
+    page.locator("#conversation-list button[data-key='u:sam']").click()
+    texts = page.locator(".message.mine .text")
+    expect(texts.last).to_have_text("line 44")
+    assert texts.count() == 30
+    page.locator("#messages").evaluate("box => { box.scrollTop = 0; }")
+    expect(texts).to_have_count(45)
+    expect(texts.first).to_have_text("line 0")
+    assert page.errors == []
+
+
+def test_desktop_notification_when_hidden(web_server: WebServer, new_page: Any,
+                                          cli: Cli) -> None:
+    """With notifications allowed and the tab hidden, an incoming message shows a desktop
+    notification (sender and text); a visible tab shows none."""
+    cli.run("register", "uma")
+    page = new_page()
+    page.add_init_script("""
+      window.__notes = [];
+      window.__hidden = false;
+      Object.defineProperty(document, "hidden", { get: () => window.__hidden });
+      window.Notification = class {
+        static permission = "granted";
+        static requestPermission() { return Promise.resolve("granted"); }
+        constructor(title, options) { window.__notes.push([title, options.body]); }
+      };
+    """)
+    sign_up(page, web_server, "tess")
+    cli.run("send", "uma", "--to", "tess", "seen in the open tab")
+    expect(page.locator("#conversation-list button[data-key='u:uma']")).to_be_visible()
+    page.evaluate("() => { window.__hidden = true; "
+                  "document.dispatchEvent(new Event('visibilitychange')); }")
+    cli.run("send", "uma", "--to", "tess", "while hidden")
+    page.wait_for_function("() => window.__notes.length > 0")
+    assert page.evaluate("window.__notes") == [["uma", "while hidden"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,3 +111,26 @@ def test_changed_server_key_is_refused(own_server: WebServer, new_page: Any) -> 
     other.click("#signin-button")
     expect(other.locator("#changed-pinned")).to_have_text(wrong)
     expect(other.locator("#changed-received")).to_have_text(new)
+
+
+def test_web_and_tcp_share_the_per_ip_connection_cap(tmp_path: Path, new_page: Any) -> None:
+    """With one connection allowed per address, a signed-in page makes a second page and a
+    CLI client (TCP) from the same address get SERVER_BUSY: the same accounting for both."""
+    server = start_web_server(_mkdir(tmp_path / "capped"), ["--max-connections-per-ip", "1"])
+    try:
+        cli = Cli(server, tmp_path)
+        cli.run("register", "vera")
+        first = new_page()
+        sign_up(first, server, "vera", register=False)
+        second = new_page()
+        second.goto(server.url + "#fp=" + server.fingerprint)
+        second.wait_for_selector("body[data-ready=true]")
+        second.fill("#signin-name", "vera")
+        second.fill("#signin-password", "correct horse battery")
+        second.click("#signin-button")
+        expect(second.locator("#signin-error")).to_contain_text("too many connections")
+        refused = subprocess.run(cli.args("send", "vera", "--to", "vera", "hi"),
+                                 capture_output=True, text=True, env=cli.env, timeout=20)
+        assert refused.returncode != 0 and "112" in refused.stderr + refused.stdout
+    finally:
+        server.stop()
