@@ -116,11 +116,13 @@ function renderList() {
 
 function renderHeader() {
   const c = state.convs.get(state.active);
-  $("composer").hidden = !c;
-  $("group-button").hidden = !c || !c.groupId;
+  $("composer").hidden = !c || c.left;
+  $("group-button").hidden = !c || !c.groupId || c.left;
   if (!c) return;
   $("conversation-title").textContent = c.title;
-  if (c.peer) {
+  if (c.left) {
+    $("conversation-status").textContent = "You are no longer a member of this group.";
+  } else if (c.peer) {
     $("conversation-status").textContent = lastSeenLabel(state.presence.get(c.peer));
   } else {
     $("conversation-status").textContent = c.members.length

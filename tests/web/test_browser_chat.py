@@ -114,6 +114,13 @@ def test_group_with_browser_and_cli_members(web_server: WebServer, new_page: Any
         expect(member.locator(".event").last).to_have_text("frank removed gwen")
         tail.wait_for(lambda x: x.get("type") == "event"
                       and x["event"]["action"] == "removed")
+
+        member.click("#group-button")
+        member.click("#group-leave")
+        expect(member.locator("#conversation-status")).to_have_text(
+            "You are no longer a member of this group.")
+        expect(member.locator("#composer")).to_be_hidden()
+        expect(owner.locator(".event").last).to_have_text("hana left")
     finally:
         tail.stop()
 
