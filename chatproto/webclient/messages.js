@@ -117,40 +117,32 @@ export class UnknownMessageType extends Error {
   }
 }
 
-function encodeField(spec, value, where) {
+/**
+ * One field both ways: ``spec`` is a check function, or a record name ("ImageInfo"),
+ * optional ("?ImageInfo") or an array of records ("[]GroupInfo"); ``onRecord`` encodes or
+ * decodes one record, ``fail`` builds the error.
+ */
+function convertField(spec, value, where, onRecord, fail) {
   if (typeof spec === "string") {
-    const optional = spec.startsWith("?");
-    const many = spec.startsWith("[]");
     const record = spec.replace(/^\?|^\[\]/, "");
-    if (optional && value === null) return null;
-    if (many) {
-      if (!Array.isArray(value) || value.length > 4096) throw new TypeError(`${where}: array`);
-      return value.map((v) => encodeRecord(record, v));
+    if (spec.startsWith("?") && value === null) return null;
+    if (spec.startsWith("[]")) {
+      if (!Array.isArray(value) || value.length > 4096) throw fail(`${where}: not an array`);
+      return value.map((v) => onRecord(record, v));
     }
-    return encodeRecord(record, value);
+    return onRecord(record, value);
   }
-  if (!spec(value)) throw new TypeError(`${where}: invalid value ${String(value)}`);
+  if (!spec(value)) throw fail(`${where}: invalid field`);
   return value;
 }
+
+const encodeField = (spec, value, where) =>
+  convertField(spec, value, where, encodeRecord, (m) => new TypeError(m));
+const decodeField = (spec, value, where) =>
+  convertField(spec, value, where, decodeRecord, (m) => new MalformedMessage(m));
 
 export function encodeRecord(name, obj) {
   return RECORDS[name].map(([field, spec]) => encodeField(spec, obj[field], `${name}.${field}`));
-}
-
-function decodeField(spec, value, where) {
-  if (typeof spec === "string") {
-    const optional = spec.startsWith("?");
-    const many = spec.startsWith("[]");
-    const record = spec.replace(/^\?|^\[\]/, "");
-    if (optional && value === null) return null;
-    if (many) {
-      if (!Array.isArray(value)) throw new MalformedMessage(`${where}: not an array`);
-      return value.map((v) => decodeRecord(record, v));
-    }
-    return decodeRecord(record, value);
-  }
-  if (!spec(value)) throw new MalformedMessage(`${where}: invalid field`);
-  return value;
 }
 
 export function decodeRecord(name, value) {

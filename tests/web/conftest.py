@@ -11,7 +11,6 @@ import os
 import queue
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -23,7 +22,15 @@ from typing import Any
 
 import pytest
 
-from tests.terminal.conftest import CLIENT, FAST_ARGS, PASSWORD, TWISTD, WAIT, free_port
+from tests.terminal.conftest import (
+    CLIENT,
+    FAST_ARGS,
+    PASSWORD,
+    TWISTD,
+    WAIT,
+    _stop_server,
+    free_port,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 #: Playwright's default for every expect()/wait in these tests (milliseconds).
@@ -83,13 +90,8 @@ class WebServer:
         self.fingerprint = found[-1]
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            _stop_server(self)  # type: ignore[arg-type]  # it needs only .proc
 
 
 def start_web_server(directory: Path, extra: list[str] | None = None) -> WebServer:
