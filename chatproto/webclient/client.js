@@ -57,6 +57,7 @@ export class ChatClient extends EventTarget {
     this.nextReq = 1;
     this.pending = new Map();
     this.inFlight = new Map(); // req -> outbox item
+    this.blocked = []; // outbox items waiting for an image's SendAck
     this.images = new Map(); // user_seq -> partial image
     this.incomplete = new Set();
     this.cursor = null;
@@ -85,7 +86,15 @@ export class ChatClient extends EventTarget {
     this.ackedUpTo = this.cursor ?? 0;
     this.closedByUser = false;
     this.setState("connecting");
-    await this._connect(register);
+    this.justPinned = false;
+    try {
+      await this._connect(register);
+    } catch (err) {
+      // The server closes a login that stays idle (5 s by default) while the user compares
+      // the fingerprint: once it is pinned, the login starts again on a new connection.
+      if (!(this.justPinned && err instanceof LoginFailed && err.kind === "refused")) throw err;
+      await this._connect(register);
+    }
   }
 
   _connect(register) {
@@ -106,8 +115,13 @@ export class ChatClient extends EventTarget {
       };
       const handshakeEvent = async (ev) => {
         if (ev.kind === "server-key") {
+          conn.deciding = true;
           const verdict = await this._checkServer(ev.fingerprint);
+          conn.deciding = false;
           if (verdict !== true) return fail(verdict);
+          if (conn.dead) {
+            return fail(new LoginFailed("refused", { reason: "the connection closed" }));
+          }
           hs.accept();
           this._write(conn, registering
             ? hs.register(this.name, this._password)
@@ -152,6 +166,7 @@ export class ChatClient extends EventTarget {
       ws.onclose = () => {
         conn.dead = true;
         this._stopTimers(conn);
+        if (conn.deciding) return; // reported once the user has decided
         if (!conn.settled) {
           conn.settled = true;
           reject(new LoginFailed("refused", { reason: "the connection closed" }));
@@ -174,6 +189,7 @@ export class ChatClient extends EventTarget {
     }
     if (await this.confirmServer(fp)) {
       await this.store.pin(this.server.pinName, fp);
+      this.justPinned = true;
       return true;
     }
     return new LoginFailed("untrusted", { received: fp });
@@ -235,6 +251,7 @@ export class ChatClient extends EventTarget {
     for (const [, p] of this.pending) p.reject(new Error("connection lost"));
     this.pending.clear();
     this.inFlight.clear();
+    this.blocked = [];
     this.images.clear();
     this.incomplete.clear();
     if (this.closedByUser || this.conn !== conn) return;
@@ -431,6 +448,12 @@ export class ChatClient extends EventTarget {
 
   _sendItem(item) {
     for (const sent of this.inFlight.values()) if (sent.id === item.id) return;
+    if (this.blocked.some((b) => b.id === item.id)) return;
+    // Messages queued after an image wait for its SendAck, so they are stored after it.
+    if ([...this.inFlight.values()].some((sent) => sent.contentType === CONTENT.IMAGE)) {
+      this.blocked.push(item);
+      return;
+    }
     const req = this.nextReq++;
     const image = item.contentType === CONTENT.IMAGE;
     const first = image ? item.body.subarray(0, CHUNK) : item.body;
@@ -452,8 +475,15 @@ export class ChatClient extends EventTarget {
     const item = this.inFlight.get(msg.req);
     if (!item) return;
     this.inFlight.delete(msg.req);
+    this._unblock();
     await this.store.removeFromOutbox(item.id);
     this.emit("sent", { item, convSeq: msg.conv_seq, serverTimeMs: msg.server_time_ms });
+  }
+
+  _unblock() {
+    const waiting = this.blocked;
+    this.blocked = [];
+    for (const item of waiting) this._sendItem(item);
   }
 
   async _sendError(msg) {
@@ -463,6 +493,7 @@ export class ChatClient extends EventTarget {
       setTimeout(() => this._sendItem(item), 1000);
       return;
     }
+    this._unblock();
     await this.store.removeFromOutbox(item.id);
     this.emit("send-failed", { item, code: msg.code, reason: msg.reason });
   }

@@ -1,0 +1,80 @@
+"""The page's client library driven directly in Chromium with a fake connection: the outbox
+order around images; and the login going on after a slow fingerprint decision."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import expect
+
+from tests.web.conftest import WAIT, WebServer, start_web_server
+
+OUTBOX_JS = """
+async () => {
+  const { ChatClient, CHUNK } = await import("/client.js");
+  const sent = [];
+  const store = { addToOutbox: async () => {}, removeFromOutbox: async () => {} };
+  const client = new ChatClient({ server: {}, store, confirmServer: async () => true });
+  client.name = "me";
+  const conn = {
+    ws: { readyState: WebSocket.OPEN, send: (m) => sent.push(m) },
+    session: { seal: (m) => Promise.resolve(m) },
+    sendChain: Promise.resolve(),
+  };
+  client.conn = conn;
+  const image = new Uint8Array(CHUNK + 10);
+  image.set([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  await client.sendImage({ peer: "you" }, image);
+  await client.sendText({ peer: "you" }, "after the image");
+  await conn.sendChain;
+  const before = sent.map((m) => [m.type, m.content_type ?? m.index]);
+  const imageReq = sent[0].req;
+  client._handle(conn, { type: "SendAck", req: imageReq, client_msg_id: sent[0].client_msg_id,
+    group_id: 0, conv_seq: 1, server_time_ms: 1 });
+  await new Promise((r) => setTimeout(r, 0));
+  await conn.sendChain;
+  const after = sent.map((m) => [m.type, m.content_type ?? m.index]);
+  return { before, after };
+}
+"""
+
+
+def test_text_after_an_image_waits_for_its_send_ack(web_server: WebServer,
+                                                   new_page: Any) -> None:
+    """A text queued after an image is sent only once the image is stored (SendAck), so the
+    conversation keeps the order the user wrote in."""
+    page = new_page()
+    page.goto(web_server.url)
+    page.wait_for_selector("body[data-ready=true]")
+    out = page.evaluate(OUTBOX_JS)
+    assert out["before"] == [["Chat", 2], ["ImageChunk", 1]]
+    assert out["after"] == [["Chat", 2], ["ImageChunk", 1], ["Chat", 1]]
+
+
+def test_login_goes_on_after_a_slow_fingerprint_decision(tmp_path: Path,
+                                                         new_page: Any) -> None:
+    """The server drops a login that stays idle while the user compares the fingerprint; once
+    the user trusts it, the page signs in on a new connection without asking again."""
+    directory = tmp_path / "slow"
+    directory.mkdir()
+    server = start_web_server(directory, ["--idle-timeout", "1", "--handshake-timeout", "2"])
+    try:
+        page = new_page()
+        page.goto(server.url)
+        page.wait_for_selector("body[data-ready=true]")
+        page.fill("#signin-name", "wendy")
+        page.fill("#signin-password", "correct horse battery")
+        page.click("#register-button")
+        expect(page.locator("#trust-screen")).to_be_visible()
+        deadline = time.monotonic() + WAIT
+        while not re.search(r"closing .*IDLE_TIMEOUT", server.log.read_text()):
+            assert time.monotonic() < deadline, "the server never timed the login out"
+            page.wait_for_timeout(100)  # polling the server's log
+        page.click("#trust-accept")
+        expect(page.locator("#chat-screen")).to_be_visible()
+        expect(page.locator("#me")).to_have_text("wendy")
+    finally:
+        server.stop()
