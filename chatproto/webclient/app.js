@@ -613,6 +613,8 @@ function wireClient(client) {
 
 function loginFailed(err) {
   if (err instanceof LoginFailed && err.kind === "key-changed") {
+    $("changed-pinned-label").textContent = err.fromLink
+      ? "Fingerprint in the link you opened" : "Pinned fingerprint";
     $("changed-pinned").textContent = err.pinned;
     $("changed-received").textContent = err.received;
     show("changed-screen");

@@ -185,7 +185,8 @@ export class ChatClient extends EventTarget {
         if (!pinned) await this.store.pin(this.server.pinName, fp);
         return true;
       }
-      return new LoginFailed("key-changed", { pinned: expected, received: fp, code: 114 });
+      return new LoginFailed("key-changed", { pinned: expected, received: fp, code: 114,
+        fromLink: expected === this.expectedFingerprint });
     }
     if (await this.confirmServer(fp)) {
       await this.store.pin(this.server.pinName, fp);

@@ -97,6 +97,7 @@ def test_changed_server_key_is_refused(own_server: WebServer, new_page: Any) -> 
     page.fill("#signin-password", "correct horse battery")
     page.click("#signin-button")
     expect(page.locator("#changed-screen")).to_be_visible()
+    expect(page.locator("#changed-pinned-label")).to_have_text("Pinned fingerprint")
     expect(page.locator("#changed-pinned")).to_have_text(old)
     expect(page.locator("#changed-received")).to_have_text(new)
     assert page.locator("#changed-screen button").count() == 0  # no "continue anyway"
@@ -109,6 +110,8 @@ def test_changed_server_key_is_refused(own_server: WebServer, new_page: Any) -> 
     other.fill("#signin-name", "quinn")
     other.fill("#signin-password", "correct horse battery")
     other.click("#signin-button")
+    expect(other.locator("#changed-pinned-label")).to_have_text(
+        "Fingerprint in the link you opened")
     expect(other.locator("#changed-pinned")).to_have_text(wrong)
     expect(other.locator("#changed-received")).to_have_text(new)
 
