@@ -230,7 +230,8 @@ class StreamOverWebSocket:
 
     def bytesMessageReceived(self, data: bytes | bytearray) -> None:
         self._pending = 0
-        if self.transport is not None and not self.transport.disconnecting:
+        # An empty message carries no bytes (and, as on TCP, does not count as activity).
+        if data and self.transport is not None and not self.transport.disconnecting:
             self.stream.dataReceived(bytes(data))
 
     def textMessageReceived(self, message: str) -> None:

@@ -86,12 +86,14 @@ class FakeStream:
     def __init__(self) -> None:
         self.transport: Any = None
         self.data = b""
+        self.chunks: list[bytes] = []
         self.lost: list[Any] = []
 
     def makeConnection(self, transport: Any) -> None:
         self.transport = transport
 
     def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
         self.data += data
 
     def connectionLost(self, reason: Any) -> None:
@@ -130,16 +132,18 @@ def _adapter(peer: str = "10.0.0.5", trusted: tuple[str, ...] = (),
 
 
 def test_stream_over_websocket() -> None:
-    """Binary messages in any split become the stream's bytes; writes become binary messages;
+    """Binary messages in any split become the stream's bytes (empty ones are dropped); writes
+    become binary messages;
     loseConnection closes with 1000 once; the protocol is built with the client's address."""
     adapter, factory, socket = _adapter(peer="10.0.0.9", trusted=("10.0.0.9",),
                                         headers={b"x-forwarded-for": b"198.51.100.4"})
     stream = factory.protocols[0]
     assert factory.addrs[0].host == "198.51.100.4"
     assert stream.transport.getPeer().host == "198.51.100.4"
-    for piece in (b"\x00", b"\x00\x00\x05he", b"llo"):
+    for piece in (b"\x00", b"", b"\x00\x00\x05he", b"llo"):
         adapter.bytesMessageReceived(piece)
     assert stream.data == b"\x00\x00\x00\x05hello"
+    assert b"" not in stream.chunks  # an empty message is no activity
     stream.transport.write(b"frame")
     stream.transport.writeSequence([b"a", b"b"])
     stream.transport.write(b"")
