@@ -50,6 +50,10 @@ def test_two_browsers_chat(web_server: WebServer, new_page: Any) -> None:
     alice.screenshot(path=str(DOCS / "web-conversation.png"))
     assert alice.errors == [] and bob.errors == []
 
+    bob.click("#signout-button")
+    expect(alice.locator("#conversation-status")).to_contain_text("last seen")
+    expect(alice.locator("#conversation-list .dot.online")).to_have_count(0)
+
 
 def test_browser_and_cli_chat_both_ways(web_server: WebServer, new_page: Any, cli: Cli) -> None:
     """A browser user and a terminal (CLI) user exchange messages in both directions."""
@@ -110,10 +114,16 @@ def test_group_with_browser_and_cli_members(web_server: WebServer, new_page: Any
         owner.screenshot(path=str(DOCS / "web-group.png"))
         dialog.get_by_role("button", name="Remove gwen").click()
         expect(dialog.locator(".member")).to_have_count(2)
-        owner.click("#group-dialog button[value=close]")
         expect(member.locator(".event").last).to_have_text("frank removed gwen")
         tail.wait_for(lambda x: x.get("type") == "event"
                       and x["event"]["action"] == "removed")
+        owner.fill("#group-add-name", "gwen")
+        owner.click("#group-add")
+        expect(dialog.locator(".member")).to_have_count(3)
+        owner.click("#group-dialog button[value=close]")
+        expect(member.locator(".event").last).to_have_text("frank added gwen")
+        tail.wait_for(lambda x: x.get("type") == "event"
+                      and x["event"]["action"] == "added")
 
         member.click("#group-button")
         member.click("#group-leave")
