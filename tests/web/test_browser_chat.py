@@ -315,3 +315,32 @@ def test_desktop_notification_when_hidden(web_server: WebServer, new_page: Any,
     cli.run("send", "uma", "--to", "tess", "while hidden")
     page.wait_for_function("() => window.__notes.length > 0")
     assert page.evaluate("window.__notes") == [["uma", "while hidden"]]
+
+
+DROP_AND_PASTE_JS = """
+async (bytes) => {
+  const file = (name) => new File([new Uint8Array(bytes)], name, { type: "image/png" });
+  const drop = new DataTransfer();
+  drop.items.add(file("dropped.png"));
+  const pane = document.getElementById("conversation");
+  pane.dispatchEvent(new DragEvent("dragover", { dataTransfer: drop, bubbles: true,
+    cancelable: true }));
+  pane.dispatchEvent(new DragEvent("drop", { dataTransfer: drop, bubbles: true,
+    cancelable: true }));
+  const paste = new DataTransfer();
+  paste.items.add(file("pasted.png"));
+  document.getElementById("composer-text").dispatchEvent(
+    new ClipboardEvent("paste", { clipboardData: paste, bubbles: true, cancelable: true }));
+}
+"""
+
+
+def test_image_by_drag_and_drop_and_paste(web_server: WebServer, new_page: Any) -> None:
+    """Dropping an image file on the conversation and pasting one into the composer both send
+    it (here to oneself: each is stored and shown inline)."""
+    page = new_page()
+    sign_up(page, web_server, "xena")
+    open_chat(page, "xena")
+    page.evaluate(DROP_AND_PASTE_JS, list(gradient_png(64, 48)))
+    expect(page.locator(".message.mine img.picture")).to_have_count(2)
+    expect(page.locator(".message.mine .mark")).to_have_text(["✓", "✓"])
