@@ -268,6 +268,12 @@ export class ChatClient extends EventTarget {
       this.cursor = await this.store.cursor(this.name);
       await this._connect(false);
     } catch (err) {
+      if (err instanceof LoginFailed && err.kind === "auth" && err.code === 201) {
+        // TRY_LATER: rate limited; wait at least as long as the server says.
+        this.setState("reconnecting");
+        this.reconnectTimer = setTimeout(() => this._reconnect(), err.retryAfterMs + 100);
+        return;
+      }
       if (err instanceof LoginFailed && err.kind !== "refused") {
         this.setState("offline");
         this.emit("fatal", err);
