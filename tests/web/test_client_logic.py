@@ -78,3 +78,43 @@ def test_login_goes_on_after_a_slow_fingerprint_decision(tmp_path: Path,
         expect(page.locator("#me")).to_have_text("wendy")
     finally:
         server.stop()
+
+
+RECONNECT_JS = """
+async () => {
+  const { ChatClient, LoginFailed } = await import("/client.js");
+  const store = { cursor: async () => null };
+  const timers = [];
+  const realSetTimeout = window.setTimeout;
+  window.setTimeout = (fn, ms) => { timers.push([fn, ms]); return timers.length; };
+  try {
+    const client = new ChatClient({ server: {}, store, confirmServer: async () => true });
+    client.name = "me";
+    const failures = [new LoginFailed("auth", { code: 201, retryAfterMs: 7000 }),
+                      new LoginFailed("auth", { code: 200, reason: "wrong name or password" })];
+    let attempts = 0;
+    const fatal = [];
+    client.addEventListener("fatal", (e) => fatal.push(e.detail.code));
+    client._connect = async () => { attempts += 1; throw failures.shift(); };
+    await client._reconnect();
+    const afterTryLater = { state: client.state, delay: timers[0][1], attempts };
+    await timers[0][0]();
+    return { afterTryLater, attempts, state: client.state, fatal, timers: timers.length };
+  } finally {
+    window.setTimeout = realSetTimeout;
+  }
+}
+"""
+
+
+def test_reconnection_waits_out_try_later_and_stops_on_refusal(web_server: WebServer,
+                                                                new_page: Any) -> None:
+    """A reconnection refused with TRY_LATER (201) tries again after retry_after_ms; one
+    refused for good (wrong password) stops reconnecting and reports it."""
+    page = new_page()
+    page.goto(web_server.url)
+    page.wait_for_selector("body[data-ready=true]")
+    out = page.evaluate(RECONNECT_JS)
+    assert out["afterTryLater"] == {"state": "reconnecting", "delay": 7100, "attempts": 1}
+    assert out["attempts"] == 2
+    assert out["state"] == "offline" and out["fatal"] == [200] and out["timers"] == 1
