@@ -118,3 +118,52 @@ def test_reconnection_waits_out_try_later_and_stops_on_refusal(web_server: WebSe
     assert out["afterTryLater"] == {"state": "reconnecting", "delay": 7100, "attempts": 1}
     assert out["attempts"] == 2
     assert out["state"] == "offline" and out["fatal"] == [200] and out["timers"] == 1
+
+
+PING_JS = """
+async () => {
+  const { ChatClient } = await import("/client.js");
+  const timers = new Map();
+  let next = 0;
+  const realSet = window.setTimeout, realClear = window.clearTimeout;
+  window.setTimeout = (fn, ms) => { timers.set(++next, [fn, ms]); return next; };
+  window.clearTimeout = (id) => timers.delete(id);
+  const fire = (ms) => {
+    const [id, [fn]] = [...timers.entries()].find(([, [, d]]) => d === ms);
+    timers.delete(id);
+    fn();
+  };
+  try {
+    const client = new ChatClient({ server: {}, store: {}, confirmServer: async () => true });
+    const sent = [];
+    client.send = (m) => { sent.push(m); return true; };
+    let closed = 0;
+    const conn = { ws: { close: () => { closed += 1; } } };
+    client._schedulePing(conn);
+    fire(25000);                                     // ping interval
+    client._handle(conn, { type: "Pong", nonce: 1 }); // answered: next ping scheduled
+    const answered = { closed, pending: [...timers.values()].map(([, d]) => d) };
+    fire(25000);
+    fire(10000);                                     // no Pong for nonce 2
+    client._handle(conn, { type: "Ping", nonce: 9 });
+    return { sent, answered, closed };
+  } finally {
+    window.setTimeout = realSet;
+    window.clearTimeout = realClear;
+  }
+}
+"""
+
+
+def test_client_pings_and_closes_a_silent_connection(web_server: WebServer,
+                                                     new_page: Any) -> None:
+    """The page pings every 25 s; a Pong cancels the 10 s deadline, a missing one closes the
+    connection (which then reconnects); the server's Ping is answered with its nonce."""
+    page = new_page()
+    page.goto(web_server.url)
+    page.wait_for_selector("body[data-ready=true]")
+    out = page.evaluate(PING_JS)
+    assert out["answered"] == {"closed": 0, "pending": [25000]}
+    assert out["closed"] == 1
+    assert out["sent"] == [{"type": "Ping", "nonce": 1}, {"type": "Ping", "nonce": 2},
+                           {"type": "Pong", "nonce": 9}]
