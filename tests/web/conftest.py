@@ -137,10 +137,20 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
+def _record_errors(page: Any) -> Any:
+    """Collect the page's uncaught errors in ``page.errors`` (once per page)."""
+    if not hasattr(page, "errors"):
+        page.errors = []
+        page.on("pageerror", lambda e: page.errors.append(str(e)))
+    return page
+
+
 @pytest.fixture
 def new_page(browser: Any) -> Iterator[Any]:
-    """Pages in fresh browser contexts (separate storage: separate devices)."""
+    """Pages in fresh browser contexts (separate storage: separate devices). An uncaught error
+    or unhandled rejection in any page fails the test."""
     contexts: list[Any] = []
+    pages: list[Any] = []  # also the ones a test closed
 
     def make(viewport: dict[str, int] | None = None, read_blobs: bool = False) -> Any:
         # read_blobs: the test reads received images back with fetch(blob:), which the page's
@@ -149,14 +159,16 @@ def new_page(browser: Any) -> Iterator[Any]:
                                   locale="en-GB", timezone_id="UTC", bypass_csp=read_blobs)
         ctx.set_default_timeout(EXPECT_MS)
         contexts.append(ctx)
-        page = ctx.new_page()
-        page.errors = []  # uncaught page errors, checked by the tests
-        page.on("pageerror", lambda e: page.errors.append(str(e)))
+        ctx.on("page", lambda page: pages.append(_record_errors(page)))
+        page = _record_errors(ctx.new_page())
+        pages.append(page)
         return page
 
     yield make
+    errors = [e for page in {id(p): p for p in pages}.values() for e in page.errors]
     for ctx in contexts:
         ctx.close()
+    assert errors == [], "uncaught errors in the page"
 
 
 class Cli:
