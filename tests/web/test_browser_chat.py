@@ -10,9 +10,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import expect
-
-from tests.web.conftest import DOCS, Cli, WebServer, open_chat, send_text, sign_up
+from tests.web.conftest import DOCS, Cli, WebServer, expect, open_chat, send_text, sign_up
 
 
 def test_two_browsers_chat(web_server: WebServer, new_page: Any) -> None:

@@ -8,9 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import expect
-
-from tests.web.conftest import WAIT, WebServer, start_web_server
+from tests.web.conftest import WAIT, WebServer, expect, start_web_server
 
 OUTBOX_JS = """
 async () => {

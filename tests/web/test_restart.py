@@ -8,9 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect
 
-from tests.web.conftest import Cli, WebServer, open_chat, send_text, sign_up, start_web_server
+from tests.web.conftest import (
+    Cli,
+    WebServer,
+    expect,
+    open_chat,
+    send_text,
+    sign_up,
+    start_web_server,
+)
 
 #: Reconnection backs off up to 30 s; a restart takes a few seconds.
 RECONNECT_MS = 40000
