@@ -20,8 +20,8 @@ const TRANSIENT = new Set([500, 501, 112]);
 export class LoginFailed extends Error {
   constructor(kind, detail = {}) {
     super(detail.reason || kind);
-    this.kind = kind; // "auth", "register", "key-changed", "untrusted", "refused", "protocol"
     Object.assign(this, detail);
+    this.kind = kind; // "auth", "register", "key-changed", "untrusted", "refused", "protocol"
   }
 }
 

@@ -342,3 +342,23 @@ def test_image_by_drag_and_drop_and_paste(web_server: WebServer, new_page: Any) 
     page.evaluate(DROP_AND_PASTE_JS, list(gradient_png(64, 48)))
     expect(page.locator(".message.mine img.picture")).to_have_count(2)
     expect(page.locator(".message.mine .mark")).to_have_text(["✓", "✓"])
+
+
+def test_sign_in_errors_are_shown(web_server: WebServer, new_page: Any) -> None:
+    """A taken name, a wrong password and an invalid name are reported on the sign-in form;
+    the form stays usable for another try."""
+    page = new_page()
+    sign_up(page, web_server, "yara")
+    page.click("#signout-button")
+    page.wait_for_selector("#signin-screen:not([hidden])")
+    page.fill("#signin-name", "yara")
+    page.fill("#signin-password", "correct horse battery")
+    page.click("#register-button")
+    expect(page.locator("#signin-error")).to_have_text("that name is taken")
+    page.fill("#signin-password", "not the password")
+    page.click("#signin-button")
+    expect(page.locator("#signin-error")).to_have_text("Wrong name or password.")
+    page.fill("#signin-name", "Not A Name!")
+    page.click("#signin-button")
+    expect(page.locator("#signin-error")).to_contain_text("lower-case letters")
+    expect(page.locator("#signin-button")).to_be_enabled()
