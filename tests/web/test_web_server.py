@@ -4,6 +4,7 @@ adapter, the served files' headers, the options; and a hostile page in Chromium.
 from __future__ import annotations
 
 import http.client
+import socket
 from typing import Any
 
 import pytest
@@ -267,3 +268,62 @@ def test_hostile_page_origin_is_refused(web_server: WebServer, new_page: Any) ->
     page.goto("http://evil.example/")
     assert page.evaluate("window.result") == "refused"
     assert "refused a WebSocket from origin" in web_server.log.read_text()
+
+
+def _websocket_client(server: WebServer) -> tuple[socket.socket, Any]:
+    """A raw WebSocket client (wsproto) that has completed the upgrade to /ws."""
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, Request
+
+    sock = socket.create_connection(("127.0.0.1", server.web_port), timeout=10)
+    ws = WSConnection(ConnectionType.CLIENT)
+    origin = f"http://127.0.0.1:{server.web_port}"
+    sock.sendall(ws.send(Request(host=f"127.0.0.1:{server.web_port}", target="/ws",
+                                 extra_headers=[(b"origin", origin.encode())])))
+    while True:
+        ws.receive_data(sock.recv(65536))
+        if any(isinstance(e, AcceptConnection) for e in ws.events()):
+            return sock, ws
+
+
+def _close_code(sock: socket.socket, ws: Any) -> int | None:
+    from wsproto.events import CloseConnection
+
+    while True:
+        try:
+            data = sock.recv(65536)
+        except OSError:
+            return None
+        ws.receive_data(data or None)
+        for event in ws.events():
+            if isinstance(event, CloseConnection):
+                return int(event.code)
+        if not data:
+            return None
+
+
+def test_oversized_websocket_message_is_closed_1009(web_server: WebServer) -> None:
+    """A message that grows past the bound without finishing is cut off with 1009 by the real
+    server (Twisted would otherwise buffer it without limit)."""
+    from wsproto.events import BytesMessage
+
+    sock, ws = _websocket_client(web_server)
+    piece = b"\x00" * 65536
+    try:
+        for _ in range(40):  # 2.5 MiB in one unfinished message
+            sock.sendall(ws.send(BytesMessage(data=piece, message_finished=False)))
+    except OSError:
+        pass  # the server may close before all of it is written
+    assert _close_code(sock, ws) == 1009
+    sock.close()
+    assert "WebSocket message too big" in web_server.log.read_text()
+
+
+def test_text_message_on_the_real_server_is_closed_1003(web_server: WebServer) -> None:
+    """A text message is refused with 1003 by the real server."""
+    from wsproto.events import TextMessage
+
+    sock, ws = _websocket_client(web_server)
+    sock.sendall(ws.send(TextMessage(data="hello")))
+    assert _close_code(sock, ws) == 1003
+    sock.close()
