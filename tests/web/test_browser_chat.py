@@ -6,11 +6,21 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import time
 import zlib
 from pathlib import Path
 from typing import Any
 
-from tests.web.conftest import DOCS, Cli, WebServer, expect, open_chat, send_text, sign_up
+from tests.web.conftest import (
+    DOCS,
+    WAIT,
+    Cli,
+    WebServer,
+    expect,
+    open_chat,
+    send_text,
+    sign_up,
+)
 
 
 def test_two_browsers_chat(web_server: WebServer, new_page: Any) -> None:
@@ -266,6 +276,14 @@ def test_phone_width_and_keyboard_only(web_server: WebServer, new_page: Any) -> 
     expect(page.locator("#sidebar")).to_be_visible()
 
 
+STORED_CURSOR_JS = """
+async (name) => {
+  const { LocalStore } = await import("/store.js");
+  return (await LocalStore.open()).cursor(name);
+}
+"""
+
+
 def test_history_loads_on_scroll_up_after_a_reload(web_server: WebServer, new_page: Any,
                                                   cli: Cli) -> None:
     """After a reload nothing is delivered again, yet the conversation list is kept and the
@@ -277,6 +295,12 @@ def test_history_loads_on_scroll_up_after_a_reload(web_server: WebServer, new_pa
     for n in range(45):
         send_text(page, f"line {n}")
     expect(page.locator(".message.mine .mark")).to_have_text(["✓"] * 45)
+    # The copies of her own messages come back to her log (user_seq 1..45); once the page has
+    # stored that cursor, a reload delivers nothing again.
+    deadline = time.monotonic() + WAIT
+    while page.evaluate(STORED_CURSOR_JS, "rita") != 45:
+        assert time.monotonic() < deadline, "the cursor never reached 45"
+        page.wait_for_timeout(50)  # polling IndexedDB
     page.reload()
     sign_up(page, web_server, "rita", register=False)
     page.locator("#conversation-list button[data-key='u:sam']").click()
