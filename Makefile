@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 LISTEN ?= tcp:7777:interface=127.0.0.1
+LISTEN_WEB ?= tcp:8080:interface=127.0.0.1
 FUZZ_INPUTS ?= 1000000
 
 .PHONY: run test lint fuzz clean bench bench-full
@@ -18,7 +19,7 @@ $(STAMP): setup.cfg pyproject.toml
 
 # --pidfile= : no twistd.pid in the checkout (with -n twistd needs none).
 run: $(STAMP)
-	$(BIN)/twistd -n --pidfile= chatserver --listen $(LISTEN)
+	$(BIN)/twistd -n --pidfile= chatserver --listen $(LISTEN) --listen-web $(LISTEN_WEB)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

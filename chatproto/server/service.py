@@ -23,6 +23,7 @@ from chatproto.server.metrics import ServerStats, StoreObserver, metrics_resourc
 from chatproto.server.passwords import PasswordHasher
 from chatproto.server.protocol import ChatServerFactory, ChatServerProtocol
 from chatproto.server.router import LocalRouter, Router
+from chatproto.server.web import WebSettings
 from chatproto.storage.database import Database
 from chatproto.storage.store import ChatStore
 from chatproto.wire.errors import ErrorCode
@@ -122,11 +123,13 @@ class ChatService(service.MultiService):
         endpoints: the server endpoints to listen on.
         hasher: the Argon2id hasher.
         limits: the limits.
+        web: the web client's listeners (``--listen-web``), if any.
     """
 
     def __init__(self, reactor: Any, database: Database, identity: Ed25519PrivateKey,
                  endpoints: list[Any], hasher: PasswordHasher, limits: LimitSettings,
-                 metrics_endpoint: Any = None, retention_days: float = 0) -> None:
+                 metrics_endpoint: Any = None, retention_days: float = 0,
+                 web: WebSettings | None = None) -> None:
         super().__init__()
         self.retention_days = retention_days
         self._pruning: task.LoopingCall | None = None
@@ -140,6 +143,8 @@ class ChatService(service.MultiService):
                                  store=ChatStore(database), hasher=hasher, limits=limits)
         self.factory = ChatServerFactory(self.server)
         self.listeners = [StreamServerEndpointService(ep, self.factory) for ep in endpoints]
+        if web is not None:
+            self.listeners.extend(web.services(self.factory))
         if metrics_endpoint is not None:
             registry = CollectorRegistry()
             observer = StoreObserver(registry)

@@ -20,6 +20,7 @@ from twisted.internet import endpoints
 from twisted.logger import globalLogPublisher, jsonFileLogObserver
 from twisted.python import usage
 
+from chatproto.server import web
 from chatproto.server.identity import (
     IdentityError,
     identity_fingerprint,
@@ -135,6 +136,9 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["listen-web"] = []
+        self["trusted-proxy"] = []
+        self["web-origin"] = []
 
     def opt_listen(self, description: str) -> None:
         self["listen"].append(description)
@@ -143,6 +147,36 @@ class Options(usage.Options):
         "Listen on this endpoint: a strports string such as tcp:7777:interface=127.0.0.1 or "
         "ssl:7443:privateKey=key.pem:certKey=cert.pem. Repeat for several endpoints. "
         f"Default: {DEFAULT_LISTEN}."
+    )
+
+    def opt_listen_web(self, description: str) -> None:
+        self["listen-web"].append(description)
+
+    opt_listen_web.__doc__ = (
+        "Serve the web client and its WebSocket on this endpoint, e.g. "
+        "tcp:8080:interface=127.0.0.1 (open http://127.0.0.1:8080/). Repeatable."
+    )
+
+    def opt_trusted_proxy(self, address: str) -> None:
+        try:
+            self["trusted-proxy"].append(web.check_proxy(address))
+        except ValueError as e:
+            raise usage.UsageError(f"--trusted-proxy: {e}")
+
+    opt_trusted_proxy.__doc__ = (
+        "A reverse proxy's IP address: web connections from it take the client address from "
+        "X-Forwarded-For. Repeatable."
+    )
+
+    def opt_web_origin(self, origin: str) -> None:
+        try:
+            self["web-origin"].append(web.check_origin(origin))
+        except ValueError as e:
+            raise usage.UsageError(f"--web-origin: {e}")
+
+    opt_web_origin.__doc__ = (
+        "A page origin (https://host[:port]) allowed to open the web client's WebSocket. "
+        "Repeatable; default: only the origin the page was served from."
     )
 
     def postOptions(self) -> None:
@@ -201,6 +235,9 @@ def makeService(options: Options) -> ChatService:
         globalLogPublisher.addObserver(jsonFileLogObserver(log_file))  # type: ignore[arg-type]
     hasher = PasswordHasher(reactor, options.argon2_parameters(), options["argon2-threads"],
                             processes=options["argon2-processes"])
+    web_settings = web.WebSettings(
+        endpoints=[endpoints.serverFromString(reactor, s) for s in options["listen-web"]],
+        trusted_proxies=options["trusted-proxy"], allowed_origins=options["web-origin"])
     return ChatService(reactor, database, identity, listeners, hasher,
                        options.limit_settings(), metrics_endpoint=metrics,
-                       retention_days=options["retention-days"])
+                       retention_days=options["retention-days"], web=web_settings)
