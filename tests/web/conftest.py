@@ -33,8 +33,8 @@ from tests.terminal.conftest import (
     PASSWORD,
     TWISTD,
     WAIT,
-    _stop_server,
     free_port,
+    stop_server,
 )
 
 CHROMIUM = "/usr/bin/chromium"
@@ -96,7 +96,7 @@ class WebServer:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop_server(self)  # type: ignore[arg-type]  # it needs only .proc
+            stop_server(self)  # type: ignore[arg-type]  # it needs only .proc
 
 
 def start_web_server(directory: Path, extra: list[str] | None = None) -> WebServer:
