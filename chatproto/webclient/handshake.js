@@ -21,6 +21,20 @@ export const HandshakeState = Object.freeze({
   FAILED: "FAILED",
 });
 
+const CODE_CLASSES = { 1: "a protocol error", 2: "an authentication error", 3: "a request error",
+  5: "a server error" };
+
+/**
+ * The fixed text shown for an Error that arrived before the server proved its identity
+ * (a plaintext frame anyone could have sent): only the class of its code, never its text.
+ */
+export function unauthenticatedReason(code) {
+  const cls = Math.floor(code / 100);
+  const what = CODE_CLASSES[cls] || "an error";
+  return `the server closed the connection with ${what} (${cls}xx) before proving its ` +
+    "identity; its text is not shown because anyone could have sent it";
+}
+
 /** A refusal or failure the server reported (Error, HelloError, Nck with 205). */
 export class HandshakeRefused extends Error {
   constructor(code, reason) {
@@ -156,7 +170,7 @@ export class ClientHandshake {
 
   async _serverKey(body) {
     const msg = decodeMessage(body);
-    if (msg.type === "Error") throw new HandshakeRefused(msg.code, msg.reason);
+    if (msg.type === "Error") throw new HandshakeRefused(msg.code, unauthenticatedReason(msg.code));
     if (msg.type !== "ServerKey") throw new ProtocolError(107, `unexpected ${msg.type}`);
     const tbs = encode([2, msg.server_random, msg.server_key, msg.identity_key]);
     const signed = concat(encoder.encode(this.suite.signatureContext), new Uint8Array(1),
