@@ -324,7 +324,7 @@ def test_garbage_closes_with_an_error_and_others_are_served() -> None:
     bad.drop()
     good = h.connect("10.0.0.8")
     good.login("alice")
-    assert h.server.handshakes == 0
+    assert h.server.admission.handshakes_in_progress() == 0
 
 
 def _fail_signins(h: Harness, name: str, ip: str, n: int) -> Conn:
