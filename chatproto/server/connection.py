@@ -119,9 +119,9 @@ class State(enum.Enum):
 class Connection:
     """One client connection: the login flow, then the signed-in session."""
 
-    __slots__ = ("_ended", "_ping", "_ping_nonce", "_pong_deadline", "device_id", "in_flight",
-                 "link", "name", "push", "send", "services", "session_id", "state", "stream",
-                 "ticket", "uploads")
+    __slots__ = ("_ended", "_lost_waiters", "_ping", "_ping_nonce", "_pong_deadline",
+                 "device_id", "in_flight", "link", "name", "push", "send", "services",
+                 "session_id", "state", "stream", "ticket", "uploads")
 
     def __init__(self, services: Services, link: Link) -> None:
         self.services = services
@@ -138,6 +138,7 @@ class Connection:
         self.uploads = ImageUploads(services.limits.max_image_bytes)
         self.ticket = services.admission.admit(link.peer_ip)
         self._ended: Deferred[None] | None = None
+        self._lost_waiters: list[Deferred[None]] | None = []
         self._ping: Any = None
         self._pong_deadline: Any = None
         self._ping_nonce = 0
@@ -328,25 +329,38 @@ class Connection:
             if call is not None and call.active():
                 call.cancel()
         self.ticket.release()
+        waiters, self._lost_waiters = self._lost_waiters, None
         d = self._end_session()
         d.addCallback(lambda _: self.services.connection_closed(self))
+        for waiter in waiters or ():
+            waiter.callback(None)
         return d
 
+    def when_lost(self) -> Deferred[None]:
+        """Fires once the transport has reported the connection closed."""
+        if self._lost_waiters is None:
+            return defer.succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._lost_waiters.append(waiter)
+        return waiter
+
     def shutdown(self) -> Deferred[None]:
-        """The server is stopping: answer the requests in flight, end the session, close."""
+        """The server is stopping: answer the requests in flight, end the session, close;
+        fires once the transport is closed (the error frame is out)."""
         if self.state is State.HANDSHAKE:
             self.state = State.ENDED  # a login decision still on its way is dropped
             self.fail(ErrorCode.SERVER_BUSY, "the server is shutting down")
-            return defer.succeed(None)
+            return self.when_lost()
         if self.state is State.SESSION:
             self.state = State.QUITTING  # requests from now on are ignored
         d = self.drain()
         d.addCallback(lambda _: self._end_session())
 
-        def close(_: object) -> None:
+        def close(_: object) -> Deferred[None]:
             if self.state is not State.ENDED:
                 self.state = State.ENDED
                 self.fail(ErrorCode.SERVER_BUSY, "the server is shutting down")
+            return self.when_lost()
 
         d.addCallback(close)
         return d

@@ -35,6 +35,8 @@ log = Logger()
 PRUNE_INTERVAL = 3600.0
 #: Seconds a thread may hold the GIL while another waits (CPython's default is 0.005).
 SWITCH_INTERVAL = 0.0005
+#: Seconds the server waits at stop for its connections to close.
+STOP_TIMEOUT = 5.0
 
 class ChatServer:
     """Everything the connections share: identity, store, limits, the router of sessions.
@@ -84,11 +86,14 @@ class ChatServer:
     def connection_closed(self, conn: Connection) -> None:
         self.open.discard(conn)
 
-    def stop(self) -> Deferred[Any]:
+    def stop(self, timeout: float = STOP_TIMEOUT) -> Deferred[Any]:
         """End every session (answering the requests in flight, recording last seen), close
-        every connection; fires when the database is no longer needed by any of them."""
-        return defer.DeferredList([conn.shutdown() for conn in list(self.open)],
-                                  consumeErrors=True)
+        every connection; fires when none of them needs the database any more and their
+        transports are closed (or after ``timeout`` seconds for a peer that does not read)."""
+        d = defer.DeferredList([conn.shutdown() for conn in list(self.open)],
+                               consumeErrors=True)
+        d.addTimeout(timeout, self.clock, onTimeoutCancel=lambda result, _: None)
+        return d
 
     # --- live state for the metrics ------------------------------------------------------------
 

@@ -23,10 +23,12 @@ from chatproto.server.limits import LimitSettings
 from chatproto.server.passwords import Argon2Parameters
 from chatproto.server.service import ChatService
 from chatproto.server.tap import DEFAULT_LISTEN, Options, makeService
+from chatproto.wire import messages as m
+from chatproto.wire.errors import ErrorCode
 from chatproto.wire.handshake import LoginComplete, Registered
 from tests.server.certs import make_self_signed
 from tests.server.conftest import start_loopback
-from tests.server.wireclient import WireClient, register_and_signin
+from tests.server.wireclient import BlockingClient, Closed, WireClient, register_and_signin
 from tests.services import empty_database_uri
 
 TWISTD = str(Path(sys.executable).parent / "twistd")
@@ -273,6 +275,30 @@ def test_twistd_serves_logins(backend: str, tmp_path: Path, server_factory: type
     log = server.log.read_text()
     assert f"server identity fingerprint: {fp}" in log
     assert PASSWORD not in log
+
+
+@pytest.mark.slow
+def test_twistd_says_where_it_listens_and_stops_sessions_first(tmp_path: Path,
+                                                               server_factory: type) -> None:
+    """``twistd -n chatserver`` logs "listening on 127.0.0.1:PORT" once it listens; SIGTERM
+    while a user is signed in tells the client, ends the session, then closes the database:
+    no "Unhandled Error" (before: record_last_seen -> "Database not started")."""
+    server = server_factory.start(f"sqlite:{tmp_path / 'db'}")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        client = BlockingClient(sock)
+        client.start()
+        assert isinstance(client.register("sam", PASSWORD), Registered)
+        assert isinstance(client.signin("sam", PASSWORD), LoginComplete)
+        server.proc.send_signal(signal.SIGTERM)
+        items = []
+        while not isinstance(item := client.next(), Closed):
+            items.append(item)
+        assert m.Error(0, ErrorCode.SERVER_BUSY, "the server is shutting down", ()) in items
+    assert server.stop() in (0, -signal.SIGTERM)
+    log = server.log.read_text()
+    assert f"listening on 127.0.0.1:{server.port} (chat)" in log
+    assert "Server Shut Down." in log
+    assert "Unhandled Error" not in log and "Traceback" not in log, log
 
 
 @pytest.mark.slow
