@@ -134,7 +134,7 @@ class Connection:
         self.device_id = b""
         self.session_id = b""
         self.in_flight: set[Deferred[Any]] = set()
-        self.stream = DeliveryStream(self, services.store)
+        self.stream = DeliveryStream(self, services.store, services.stats)
         self.uploads = ImageUploads(services.limits.max_image_bytes)
         self.ticket = services.admission.admit(link.peer_ip)
         self._ended: Deferred[None] | None = None

@@ -9,6 +9,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from chatproto.server.metrics import ServerStats
 from chatproto.server.refusals import RequestError
 from chatproto.storage.store import ChatStore, LogEntry
 from chatproto.wire import messages as m
@@ -64,12 +65,13 @@ class DeliveryStream:
     duplicate.
     """
 
-    __slots__ = ("dirty", "live", "owner", "reading", "started", "store", "sent_seq",
+    __slots__ = ("dirty", "live", "owner", "reading", "sent_seq", "started", "stats", "store",
                  "sync_req")
 
-    def __init__(self, owner: StreamOwner, store: ChatStore) -> None:
+    def __init__(self, owner: StreamOwner, store: ChatStore, stats: ServerStats) -> None:
         self.owner = owner
         self.store = store
+        self.stats = stats
         self.sent_seq = 0
         self.started = False
         self.live = False
@@ -108,10 +110,12 @@ class DeliveryStream:
         if self.reading:
             return
         self.reading = True
+        self.stats.replaying += 1
         d = defer.ensureDeferred(self._read())
 
         def done(result: object) -> object:
             self.reading = False
+            self.stats.replaying -= 1
             return result
 
         d.addBoth(done)

@@ -71,7 +71,7 @@ class ChatServer:
         self.presence = PresenceAnnouncer(store, self.router, self.now_ms)
         self.chat = ChatHandlers(store, self.router, self.now_ms)
         self.requests: Mapping[type[m.Message], RequestHandler] = self.chat.dispatch
-        #: Open connections (for stopping; deliveries go through the router).
+        #: Open connections, to end them all at stop (every delivery goes through the router).
         self.open: set[Connection] = set()
 
     def now_ms(self) -> int:
@@ -108,10 +108,6 @@ class ChatServer:
 
     def queued_writes(self) -> int:
         return self.store.writes.queued
-
-    def replaying(self) -> int:
-        """Sessions reading their log from the database."""
-        return sum(1 for conn in self.open if conn.stream.reading)
 
 
 class ChatService(service.MultiService):

@@ -35,6 +35,7 @@ class ChatMemoryStore(MemoryStore):
         self.hold_last_seen: Deferred[None] | None = None
         self.acks: list[tuple[str, int]] = []
         self.log_reads = 0
+        self.hold_log: Deferred[None] | None = None
 
     def record_last_seen(self, name: str, now_ms: int) -> Deferred[None]:
         super().record_last_seen(name, now_ms)
@@ -54,7 +55,10 @@ class ChatMemoryStore(MemoryStore):
         self.log_reads += 1
         entry = LogEntry(0, "bob", user, 1, 1, b"c" * 16, m.ContentType.TEXT, b"hi", None, None,
                          2, 1, user_seq=1)
-        return defer.succeed([entry] if after_seq < 1 else [])
+        page = [entry] if after_seq < 1 else []
+        if self.hold_log is not None:
+            return self.hold_log.addCallback(lambda _: page)
+        return defer.succeed(page)
 
     def acknowledge(self, user: str, device_id: bytes, up_to: int, now_ms: int) -> Deferred[
             list[Any]]:
@@ -228,6 +232,18 @@ def test_a_second_sync_is_refused_and_replays_nothing(harness: ChatHarness) -> N
     assert [(x.req, x.code, x.reason) for x in items] == [
         (2, ErrorCode.INVALID_REQUEST, "already synced")]
     assert harness.store.log_reads == reads
+
+
+def test_replaying_streams_are_counted_for_the_metrics(harness: ChatHarness) -> None:
+    """While a stream reads its log from the database it counts in stats.replaying (the
+    chatproto_delivery_replays gauge); when the page has been sent it no longer does."""
+    bob = signed_in(harness, "bob")
+    harness.store.hold_log = held = Deferred()
+    assert send(bob, m.Sync(1, None)) == []
+    assert harness.server.stats.replaying == 1
+    held.callback(None)
+    assert [type(x) for x in bob.receive()] == [m.Deliver, m.SyncDone]
+    assert harness.server.stats.replaying == 0
 
 
 # --- typing and read receipts ----------------------------------------------------------------
