@@ -32,7 +32,7 @@ from chatproto.wire.handshake import CredentialsReceived, LoginVerified
 if TYPE_CHECKING:
     from chatproto.server.admission import Admission
     from chatproto.server.limits import LimitSettings
-    from chatproto.server.login import Authenticator
+    from chatproto.server.login import Authenticator, Decision
     from chatproto.server.metrics import ServerStats
     from chatproto.server.presence import PresenceAnnouncer
     from chatproto.storage.store import ChatStore
@@ -166,7 +166,7 @@ class Connection:
         d.addCallback(self._decided, event.register)
         d.addErrback(self._handshake_failed)
 
-    def _decided(self, decision: Any, register: bool) -> None:
+    def _decided(self, decision: Decision, register: bool) -> None:
         if self.state is not State.HANDSHAKE:
             return
         if decision.ok:
