@@ -41,6 +41,8 @@ class ImageUpload:
 class ImageUploads:
     """One connection's image transfers, by the ``req`` of their Chat."""
 
+    __slots__ = ("active", "draining", "max_image_bytes")
+
     def __init__(self, max_image_bytes: int) -> None:
         self.max_image_bytes = max_image_bytes
         #: Transfers receiving chunks, or complete and being checked and stored.
