@@ -153,3 +153,14 @@ def test_no_server_module_is_over_700_lines() -> None:
             if (n := len(path.read_text(encoding="utf-8").splitlines())) > 700
             and name.startswith("chatproto.server")}
     assert long == {}
+
+
+def test_the_transport_adapter_knows_no_chat_login_or_storage() -> None:
+    """server/protocol.py (the TCP adapter) imports the wire and the connection interface,
+    nothing of chat, login or storage: a WebSocket adapter can stand in for it."""
+    imported = import_graph()["chatproto.server.protocol"]
+    assert not {name for name in imported
+                if name.startswith(("chatproto.storage", "chatproto.client"))
+                or name in ("chatproto.server.chat", "chatproto.server.login",
+                            "chatproto.server.service", "chatproto.server.router")}
+    assert "chatproto.server.connection" in imported
