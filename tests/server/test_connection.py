@@ -9,17 +9,13 @@ import hashlib
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
 
-from chatproto.server.protocol import ChatServerFactory
-from chatproto.server.service import ChatServer
 from chatproto.storage.store import LogEntry
 from chatproto.wire import messages as m
 from chatproto.wire.errors import ErrorCode
-from tests.server.test_protocol import Conn, FakeHasher, Harness, MemoryStore
+from tests.server.test_protocol import Conn, Harness, MemoryStore
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -69,15 +65,10 @@ class ChatMemoryStore(MemoryStore):
 class ChatHarness(Harness):
     """The protocol tests' Harness over a ChatMemoryStore."""
 
+    store: ChatMemoryStore
+
     def __init__(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(1_700_000_000)
-        self.store = ChatMemoryStore()
-        self.server = ChatServer(
-            reactor=self.clock, identity=Ed25519PrivateKey.generate(),
-            store=self.store, hasher=FakeHasher(),  # type: ignore[arg-type]
-        )
-        self.factory = ChatServerFactory(self.server)
+        super().__init__(store=ChatMemoryStore())
 
 
 @pytest.fixture

@@ -98,10 +98,10 @@ class FakeHasher:
 class Harness:
     """A ChatServer on a Clock with the doubles; opens StringTransport connections."""
 
-    def __init__(self, **limits: Any) -> None:
+    def __init__(self, store: MemoryStore | None = None, **limits: Any) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
-        self.store = MemoryStore()
+        self.store = store or MemoryStore()
         self.server = ChatServer(
             reactor=self.clock, identity=Ed25519PrivateKey.generate(),
             store=self.store, hasher=FakeHasher(),  # type: ignore[arg-type]
