@@ -91,3 +91,14 @@ async def test_stopping_with_users_signed_in_ends_sessions_before_the_database(
             assert user is not None and user.last_seen_ms is not None
     finally:
         db.close()
+
+
+def test_listening_addresses_are_written_host_colon_port() -> None:
+    """The "listening on" line names IPv4 as host:port and IPv6 as [host]:port."""
+    from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+
+    from chatproto.server.service import describe_address
+
+    assert describe_address(IPv4Address("TCP", "0.0.0.0", 7777)) == "0.0.0.0:7777"
+    assert describe_address(IPv6Address("TCP", "::1", 7443)) == "[::1]:7443"
+    assert "chat.sock" in describe_address(UNIXAddress(b"/run/chat.sock"))
