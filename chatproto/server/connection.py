@@ -119,9 +119,9 @@ class State(enum.Enum):
 class Connection:
     """One client connection: the login flow, then the signed-in session."""
 
-    __slots__ = ("_ended", "_lost_waiters", "_ping", "_ping_nonce", "_pong_deadline",
-                 "device_id", "in_flight", "link", "name", "push", "send", "services",
-                 "session_id", "state", "stream", "ticket", "uploads")
+    __slots__ = ("_ended", "_lost", "_lost_waiters", "_ping", "_ping_nonce", "_pong_deadline",
+                 "_uploads", "device_id", "in_flight", "link", "name", "push", "send",
+                 "services", "session_id", "state", "stream", "ticket")
 
     def __init__(self, services: Services, link: Link) -> None:
         self.services = services
@@ -135,10 +135,11 @@ class Connection:
         self.session_id = b""
         self.in_flight: set[Deferred[Any]] = set()
         self.stream = DeliveryStream(self, services.store, services.stats)
-        self.uploads = ImageUploads(services.limits.max_image_bytes)
+        self._uploads: ImageUploads | None = None  # made by the first image (idle: no cost)
         self.ticket = services.admission.admit(link.peer_ip)
         self._ended: Deferred[None] | None = None
-        self._lost_waiters: list[Deferred[None]] | None = []
+        self._lost = False
+        self._lost_waiters: list[Deferred[None]] | None = None
         self._ping: Any = None
         self._pong_deadline: Any = None
         self._ping_nonce = 0
@@ -146,6 +147,13 @@ class Connection:
     @property
     def ip(self) -> str:
         return self.link.peer_ip
+
+    @property
+    def uploads(self) -> ImageUploads:
+        """The connection's image transfers."""
+        if self._uploads is None:
+            self._uploads = ImageUploads(self.services.limits.max_image_bytes)
+        return self._uploads
 
     @property
     def closed(self) -> bool:
@@ -307,7 +315,7 @@ class Connection:
         """The session is over (quit, lost, or server stop): offline if it was the user's last
         one. Runs once; every call fires when that has happened (failures are logged)."""
         if self._ended is None:
-            self.uploads.clear()
+            self._uploads = None
             ended = (self.services.presence.session_ended(self) if self.session_id
                      else defer.succeed(None))
             ended.addErrback(
@@ -329,6 +337,7 @@ class Connection:
             if call is not None and call.active():
                 call.cancel()
         self.ticket.release()
+        self._lost = True
         waiters, self._lost_waiters = self._lost_waiters, None
         d = self._end_session()
         d.addCallback(lambda _: self.services.connection_closed(self))
@@ -338,9 +347,11 @@ class Connection:
 
     def when_lost(self) -> Deferred[None]:
         """Fires once the transport has reported the connection closed."""
-        if self._lost_waiters is None:
+        if self._lost:
             return defer.succeed(None)
         waiter: Deferred[None] = Deferred()
+        if self._lost_waiters is None:
+            self._lost_waiters = []
         self._lost_waiters.append(waiter)
         return waiter
 

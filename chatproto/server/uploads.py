@@ -103,10 +103,6 @@ class ImageUploads:
         """The complete transfer ``req`` was answered (stored, or refused): its slot is free."""
         self.active.pop(req, None)
 
-    def clear(self) -> None:
-        self.active.clear()
-        self.draining.clear()
-
     def _refuse(self, upload: ImageUpload, code: ErrorCode, reason: str) -> None:
         """Refuse at once; the remaining chunks (if any) are dropped as they arrive."""
         upload.data = bytearray()
