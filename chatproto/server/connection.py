@@ -120,8 +120,8 @@ class Connection:
     """One client connection: the login flow, then the signed-in session."""
 
     __slots__ = ("_ended", "_lost", "_lost_waiters", "_ping", "_ping_nonce", "_pong_deadline",
-                 "_uploads", "device_id", "in_flight", "link", "name", "push", "send",
-                 "services", "session_id", "state", "stream", "ticket")
+                 "_requests", "_uploads", "device_id", "in_flight", "link", "log_advanced",
+                 "name", "push", "send", "services", "session_id", "state", "stream", "ticket")
 
     def __init__(self, services: Services, link: Link) -> None:
         self.services = services
@@ -135,6 +135,10 @@ class Connection:
         self.session_id = b""
         self.in_flight: set[Deferred[Any]] = set()
         self.stream = DeliveryStream(self, services.store, services.stats)
+        #: The router tells the stream directly that the user's log advanced.
+        self.log_advanced: Callable[[int, LogEntry | None, bytes | None], None] = (
+            self.stream.log_advanced)
+        self._requests = services.requests
         self._uploads: ImageUploads | None = None  # made by the first image (idle: no cost)
         self.ticket = services.admission.admit(link.peer_ip)
         self._ended: Deferred[None] | None = None
@@ -219,6 +223,19 @@ class Connection:
 
     def message_received(self, msg: m.Message) -> None:
         """One session message. RemoteProtocolError for one a client may not send."""
+        handler = self._requests.get(type(msg))
+        if handler is None or self.state is not State.SESSION:
+            self._other_message(msg)
+            return
+        d = defer.maybeDeferred(handler, self, msg)
+        req = getattr(msg, "req", getattr(msg, "ref", 0))
+        d.addErrback(self._request_failed, req if req < 2**32 else 0)
+        if not d.called:
+            self.in_flight.add(d)
+            d.addBoth(self._request_done, d)
+
+    def _other_message(self, msg: m.Message) -> None:
+        """Keepalive, Quit, requests after Quit, and messages a client may not send."""
         if isinstance(msg, m.Ping):
             self.send(m.Pong(msg.nonce))
         elif isinstance(msg, m.Pong):
@@ -228,21 +245,10 @@ class Connection:
         elif isinstance(msg, m.Quit):
             self._quit(msg.req)
         else:
-            self._request(msg)
-
-    def _request(self, msg: m.Message) -> None:
-        handler = self.services.requests.get(type(msg))
-        if handler is None:
             raise RemoteProtocolError(
                 ErrorCode.UNEXPECTED_MESSAGE,
                 f"{type(msg).__name__} is not a request a client may send",
             )
-        d = defer.maybeDeferred(handler, self, msg)
-        req = getattr(msg, "req", getattr(msg, "ref", 0))
-        d.addErrback(self._request_failed, req if req < 2**32 else 0)
-        if not d.called:
-            self.in_flight.add(d)
-            d.addBoth(self._request_done, d)
 
     def _request_done(self, result: object, d: Deferred[Any]) -> object:
         self.in_flight.discard(d)
@@ -281,9 +287,6 @@ class Connection:
                 self.link.close()
 
         d.addCallback(done)
-
-    def log_advanced(self, user_seq: int, entry: LogEntry | None, body: bytes | None) -> None:
-        self.stream.log_advanced(user_seq, entry, body)
 
     # --- keepalive ---------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ It works over any transport with ``write``, ``loseConnection`` and ``getPeer``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from typing import Protocol as TypingProtocol
 
@@ -97,26 +98,32 @@ class ChatServerProtocol(Protocol):
                 call.cancel()
 
     def dataReceived(self, data: bytes) -> None:
-        if not self.closed:
-            self._safely(self._receive, data)
-
-    def _receive(self, data: bytes) -> None:
-        if self.session is not None:
-            self.session.receive_data(data)
-            self._dispatch()
-        elif self.handshake is not None:
-            if self._idle is not None and self._idle.active():
-                self._idle.reset(self.server.limits.idle_timeout)
-            self._run(self.handshake.receive_data(data))
-
-    def _safely(self, step: Any, *args: Any) -> None:
-        """Run a step of the wire protocol: the peer's violations and our bugs are fatal to
-        this connection only."""
+        if self.closed:
+            return
         try:
-            step(*args)
-        except RemoteProtocolError as e:
+            if self.session is not None:
+                self.session.receive_data(data)
+                self._dispatch()
+            elif self.handshake is not None:
+                if self._idle is not None and self._idle.active():
+                    self._idle.reset(self.server.limits.idle_timeout)
+                self._run(self.handshake.receive_data(data))
+        except Exception as e:
+            self._step_failed(e)
+
+    def _safely(self, step: Callable[[], object]) -> None:
+        """Run a step of the wire protocol outside dataReceived."""
+        try:
+            step()
+        except Exception as e:
+            self._step_failed(e)
+
+    def _step_failed(self, e: Exception) -> None:
+        """In an except block: the peer's violations and our bugs are fatal to this connection
+        only."""
+        if isinstance(e, RemoteProtocolError):
             self.fail(e.code, e.message)
-        except Exception:
+        else:
             # Our bug, not the peer's: keep serving everyone else, tell this peer, count it.
             log.failure("unexpected error handling data from {ip}", ip=self.peer_ip)
             self.fail(ErrorCode.INTERNAL_ERROR, "internal server error")
