@@ -20,6 +20,11 @@ from tests.server.test_protocol import Conn, Harness, MemoryStore
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+def log_entry(user_seq: int, text: bytes) -> LogEntry:
+    return LogEntry(0, "alice", "bob", user_seq, 1, bytes([user_seq]) * 16, m.ContentType.TEXT,
+                    text, None, None, len(text), user_seq, user_seq=user_seq)
+
+
 class ChatMemoryStore(MemoryStore):
     """The MemoryStore plus what these tests need; ``hold_last_seen`` keeps record_last_seen
     pending until the test fires it."""
@@ -32,6 +37,7 @@ class ChatMemoryStore(MemoryStore):
         self.acks: list[tuple[str, int]] = []
         self.log_reads = 0
         self.hold_log: Deferred[None] | None = None
+        self.log = [log_entry(1, b"hi")]
 
     def record_last_seen(self, name: str, now_ms: int) -> Deferred[None]:
         super().record_last_seen(name, now_ms)
@@ -49,9 +55,7 @@ class ChatMemoryStore(MemoryStore):
 
     def read_log(self, user: str, after_seq: int, limit: int) -> Deferred[list[LogEntry]]:
         self.log_reads += 1
-        entry = LogEntry(0, "bob", user, 1, 1, b"c" * 16, m.ContentType.TEXT, b"hi", None, None,
-                         2, 1, user_seq=1)
-        page = [entry] if after_seq < 1 else []
+        page = [e for e in self.log if e.user_seq > after_seq][:limit]
         if self.hold_log is not None:
             return self.hold_log.addCallback(lambda _: page)
         return defer.succeed(page)
@@ -235,6 +239,23 @@ def test_replaying_streams_are_counted_for_the_metrics(harness: ChatHarness) -> 
     held.callback(None)
     assert [type(x) for x in bob.receive()] == [m.Deliver, m.SyncDone]
     assert harness.server.stats.replaying == 0
+
+
+def test_a_notice_without_the_entry_makes_the_stream_read_the_log(harness: ChatHarness) -> None:
+    """The router may say only "the log of bob reached N" (another node stored it): a live
+    stream then reads the log from its cursor and delivers what it has not sent, in order;
+    with the entry attached it is sent without a read."""
+    bob = signed_in(harness, "bob")
+    send(bob, m.Sync(1, None))
+    harness.store.log += [log_entry(2, b"two"), log_entry(3, b"three")]
+    reads = harness.store.log_reads
+    harness.server.router.log_advanced("bob", 3, None, None)
+    assert [(x.user_seq, x.body) for x in bob.receive()] == [(2, b"two"), (3, b"three")]
+    assert harness.store.log_reads == reads + 1
+    four = log_entry(4, b"four")
+    harness.server.router.log_advanced("bob", 4, four, b"four")
+    assert [(x.user_seq, x.body) for x in bob.receive()] == [(4, b"four")]
+    assert harness.store.log_reads == reads + 1
 
 
 # --- typing and read receipts ----------------------------------------------------------------
