@@ -10,15 +10,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol as TypingProtocol
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.twisted import MetricsResource
 from twisted.web.resource import Resource
-
-if TYPE_CHECKING:
-    from chatproto.server.service import ChatServer
 
 
 class ServerStats:
@@ -34,6 +31,8 @@ class ServerStats:
         self.messages_out: Counter[str] = Counter()
         self.bytes_out: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        #: Delivery streams reading their user's log from the database now.
+        self.replaying = 0
 
 
 class StoreObserver:
@@ -58,26 +57,36 @@ class StoreObserver:
         self.batch_size.observe(size)
 
 
+class LiveState(TypingProtocol):
+    """The server's state read at scrape time."""
+
+    def open_connections(self) -> int: ...
+    def handshakes_in_progress(self) -> int: ...
+    def users_online(self) -> int: ...
+    def queued_writes(self) -> int: ...
+
+
 class ChatCollector:
     """Reads :class:`ServerStats` and the server's live state at scrape time."""
 
-    def __init__(self, server: ChatServer) -> None:
-        self.server = server
+    def __init__(self, stats: ServerStats, live: LiveState) -> None:
+        self.stats = stats
+        self.live = live
 
     def collect(self) -> Iterator[Metric]:
-        server = self.server
-        stats = server.stats
+        stats = self.stats
+        live = self.live
         yield CounterMetricFamily("chatproto_connections", "Connections accepted",
                                   value=stats.connections)
         yield GaugeMetricFamily("chatproto_connections_open", "Connections open now",
-                                value=sum(server.connections_per_ip.values()))
+                                value=live.open_connections())
         yield GaugeMetricFamily("chatproto_handshakes_in_progress", "Handshakes in progress",
-                                value=server.handshakes)
+                                value=live.handshakes_in_progress())
         yield CounterMetricFamily("chatproto_handshakes_completed",
                                   "Handshakes that reached Hello done",
                                   value=stats.handshakes_completed)
         yield GaugeMetricFamily("chatproto_users_online", "Users with at least one session",
-                                value=server.router.online_count())
+                                value=live.users_online())
         yield _labelled("chatproto_logins", "Sign-in answers by result", "result", stats.logins)
         yield _labelled("chatproto_registrations", "Registration answers by result", "result",
                         stats.registrations)
@@ -93,10 +102,10 @@ class ChatCollector:
                         stats.errors)
         yield GaugeMetricFamily("chatproto_store_write_queue",
                                 "Writes waiting for the next group commit",
-                                value=server.store.writes.queued)
+                                value=live.queued_writes())
         yield GaugeMetricFamily("chatproto_delivery_replays",
                                 "Sessions replaying their log from the database",
-                                value=server.chat.replaying())
+                                value=stats.replaying)
 
 
 def _labelled(name: str, doc: str, label: str, counts: Counter[str]) -> CounterMetricFamily:
@@ -106,9 +115,10 @@ def _labelled(name: str, doc: str, label: str, counts: Counter[str]) -> CounterM
     return family
 
 
-def metrics_resource(server: ChatServer, registry: CollectorRegistry) -> Resource:
+def metrics_resource(stats: ServerStats, live: LiveState,
+                     registry: CollectorRegistry) -> Resource:
     """A web root serving the registry at ``/metrics``."""
-    registry.register(ChatCollector(server))
+    registry.register(ChatCollector(stats, live))
     root = Resource()
     root.putChild(b"metrics", MetricsResource(registry=registry))  # type: ignore[arg-type]  # zope interface
     return root

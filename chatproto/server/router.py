@@ -1,7 +1,11 @@
-"""Who is online where: an interface, and the in-process implementation.
+"""Who is signed in where, and every delivery to them: an interface, and the in-process router.
 
-A multi-node deployment replaces :class:`LocalRouter` (for example with PostgreSQL and Redis
-pub/sub) without touching the protocol code, which only uses :class:`Router`.
+Every message the server pushes to a signed-in user (log entries, receipts, typing, presence,
+group events) goes through a :class:`Router`; nothing else loops over connections. A
+multi-node deployment replaces :class:`LocalRouter` (for example with Redis pub/sub for the
+pokes and a presence store with TTLs) without touching the connection or chat code: log
+advances are only pokes ("the log of X reached N"), a stream that sees a gap re-reads the log
+from the database, and presence answers come as Deferreds.
 """
 
 from __future__ import annotations
@@ -9,64 +13,95 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol as TypingProtocol
 
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
 
-class Connection(TypingProtocol):
+from chatproto.storage.store import LogEntry
+
+
+class Routed(TypingProtocol):
     """What the router needs of a signed-in connection."""
 
-    name: str | None
-    closed: bool
+    @property
+    def name(self) -> str:
+        """The signed-in user."""
+        ...
+
+    def push(self, payload: bytes) -> None:
+        """Send an already encoded message (encoded once for every recipient)."""
+        ...
+
+    def log_advanced(self, user_seq: int, entry: LogEntry | None, body: bytes | None) -> None:
+        """The user's log reached ``user_seq``; ``entry`` and ``body`` are that entry when the
+        router has them (in process), else None (the stream reads the log)."""
+        ...
 
 
 class Router(TypingProtocol):
-    """Tracks the signed-in sessions of every user (several devices each)."""
+    """Tracks the signed-in sessions of every user (several devices each) and reaches them."""
 
-    def attach(self, name: str, conn: Connection) -> bool:
+    def attach(self, conn: Routed) -> bool:
         """Add a session; True if it is the user's first (the user came online)."""
         ...
 
-    def detach(self, name: str, conn: Connection) -> bool:
+    def detach(self, conn: Routed) -> bool:
         """Remove a session; True if it was the user's last (the user went offline)."""
         ...
 
-    def connections(self, name: str) -> Iterable[Connection]:
-        """The user's sessions on this node."""
+    def push(self, names: Iterable[str], payload: bytes) -> None:
+        """Send an encoded message to every session of every user in ``names``."""
         ...
 
-    def is_online(self, name: str) -> bool:
-        """Whether the user has at least one session."""
+    def log_advanced(self, name: str, user_seq: int, entry: LogEntry | None,
+                     body: bytes | None) -> None:
+        """Tell the user's delivery streams that their log reached ``user_seq``."""
+        ...
+
+    def online(self, names: Iterable[str]) -> Deferred[frozenset[str]]:
+        """Which of ``names`` have at least one session (on any node)."""
         ...
 
     def online_count(self) -> int:
-        """Users with at least one session."""
+        """Users with at least one session on this node (metrics)."""
         ...
 
 
 class LocalRouter:
-    """The in-process router: a dict of name to the set of that user's connections."""
+    """The in-process router: a dict of name to that user's connections."""
 
     def __init__(self) -> None:
-        self._sessions: dict[str, list[Connection]] = {}
+        self._sessions: dict[str, list[Routed]] = {}
 
-    def attach(self, name: str, conn: Connection) -> bool:
-        conns = self._sessions.setdefault(name, [])
+    def attach(self, conn: Routed) -> bool:
+        conns = self._sessions.setdefault(conn.name, [])
         conns.append(conn)
         return len(conns) == 1
 
-    def detach(self, name: str, conn: Connection) -> bool:
-        conns = self._sessions.get(name)
+    def detach(self, conn: Routed) -> bool:
+        conns = self._sessions.get(conn.name)
         if not conns or conn not in conns:
             return False
         conns.remove(conn)
         if conns:
             return False
-        del self._sessions[name]
+        del self._sessions[conn.name]
         return True
 
-    def connections(self, name: str) -> Iterable[Connection]:
-        return tuple(self._sessions.get(name, ()))
+    def push(self, names: Iterable[str], payload: bytes) -> None:
+        sessions = self._sessions
+        for name in names:
+            # A copy: a connection that fails while sending may detach at once.
+            for conn in tuple(sessions.get(name, ())):
+                conn.push(payload)
 
-    def is_online(self, name: str) -> bool:
-        return name in self._sessions
+    def log_advanced(self, name: str, user_seq: int, entry: LogEntry | None,
+                     body: bytes | None) -> None:
+        for conn in tuple(self._sessions.get(name, ())):
+            conn.log_advanced(user_seq, entry, body)
+
+    def online(self, names: Iterable[str]) -> Deferred[frozenset[str]]:
+        sessions = self._sessions
+        return defer.succeed(frozenset(name for name in names if name in sessions))
 
     def online_count(self) -> int:
         return len(self._sessions)

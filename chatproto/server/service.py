@@ -3,31 +3,32 @@
 from __future__ import annotations
 
 import sys
-from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CollectorRegistry
 from twisted.application import service
-from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer, task
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.server import Site
 
+from chatproto.server.admission import Admission, LocalAdmission
 from chatproto.server.chat import ChatHandlers
+from chatproto.server.connection import Connection, Link, RequestHandler
 from chatproto.server.identity import identity_fingerprint
 from chatproto.server.limits import LimitSettings
-from chatproto.server.login import Authenticator, Decision
+from chatproto.server.login import Authenticator
 from chatproto.server.metrics import ServerStats, StoreObserver, metrics_resource
 from chatproto.server.passwords import PasswordHasher
-from chatproto.server.protocol import ChatServerFactory, ChatServerProtocol
+from chatproto.server.presence import PresenceAnnouncer
+from chatproto.server.protocol import ChatServerFactory
 from chatproto.server.router import LocalRouter, Router
 from chatproto.server.web import WebSettings
 from chatproto.storage.database import Database
 from chatproto.storage.store import ChatStore
-from chatproto.wire.errors import ErrorCode
-from chatproto.wire.handshake import CredentialsReceived
+from chatproto.wire import messages as m
 
 log = Logger()
 
@@ -35,9 +36,15 @@ log = Logger()
 PRUNE_INTERVAL = 3600.0
 #: Seconds a thread may hold the GIL while another waits (CPython's default is 0.005).
 SWITCH_INTERVAL = 0.0005
+#: Seconds the server waits at stop for its connections to close.
+STOP_TIMEOUT = 5.0
 
 class ChatServer:
-    """Everything the connections share: identity, store, limits, the router of sessions."""
+    """Everything the connections share: identity, store, limits, the router of sessions.
+
+    It builds one :class:`Connection` per transport connection (:meth:`open_connection`), and
+    ends them all before the database closes (:meth:`stop`).
+    """
 
     def __init__(
         self,
@@ -48,6 +55,7 @@ class ChatServer:
         hasher: PasswordHasher,
         limits: LimitSettings | None = None,
         router: Router | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.clock = reactor
         self.identity = identity
@@ -55,66 +63,57 @@ class ChatServer:
         self.store = store
         self.hasher = hasher
         self.limits = limits or LimitSettings()
-        self.router = router or LocalRouter()
-        self.connections_per_ip: Counter[str] = Counter()
-        self.handshakes = 0
+        self.router: Router = router or LocalRouter()
+        self.admission: Admission = admission or LocalAdmission(
+            self.limits.max_handshakes, self.limits.max_connections_per_ip)
         self.stats = ServerStats()
         self.auth = Authenticator(clock=reactor, store=store, hasher=hasher, limits=self.limits,
                                   stats=self.stats)
-        self.chat = ChatHandlers(self)
+        self.presence = PresenceAnnouncer(store, self.router, self.now_ms)
+        self.chat = ChatHandlers(store, self.router, self.now_ms)
+        self.requests: Mapping[type[m.Message], RequestHandler] = self.chat.dispatch
+        #: Open connections, to end them all at stop (every delivery goes through the router).
+        self.open: set[Connection] = set()
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
 
-    def metrics_error(self, code: ErrorCode) -> None:
-        self.stats.errors[code.name] += 1
-
-    # --- connections ---------------------------------------------------------------------------
-
-    def connection_opened(self, conn: ChatServerProtocol) -> str | None:
-        """Count a new connection; a reason string means refuse it."""
-        conn.handlers = self.chat.for_connection(conn)
+    def open_connection(self, link: Link) -> Connection:
         self.stats.connections += 1
-        self.connections_per_ip[conn.ip] += 1
-        self.handshakes += 1
-        if self.handshakes > self.limits.max_handshakes:
-            return "too many handshakes in progress; try again soon"
-        if self.connections_per_ip[conn.ip] > self.limits.max_connections_per_ip:
-            return "too many connections from your address"
-        return None
+        conn = Connection(self, link)
+        self.open.add(conn)
+        return conn
 
-    def connection_closed(self, conn: ChatServerProtocol) -> None:
-        self.connections_per_ip[conn.ip] -= 1
-        if self.connections_per_ip[conn.ip] <= 0:
-            del self.connections_per_ip[conn.ip]
-        if conn.session is None:
-            self.handshakes -= 1
-        elif conn.name is not None:
-            self.chat.session_ended(conn)
+    def connection_closed(self, conn: Connection) -> None:
+        self.open.discard(conn)
 
-    # --- the handshake decisions ---------------------------------------------------------------
+    def stop(self, timeout: float = STOP_TIMEOUT) -> Deferred[Any]:
+        """End every session (answering the requests in flight, recording last seen), close
+        every connection; fires when none of them needs the database any more and their
+        transports are closed (or after ``timeout`` seconds for a peer that does not read)."""
+        d = defer.DeferredList([conn.shutdown() for conn in list(self.open)],
+                               consumeErrors=True)
+        d.addTimeout(timeout, self.clock, onTimeoutCancel=lambda result, _: None)
+        return d
 
-    def authenticate(self, creds: CredentialsReceived, ip: str) -> Deferred[Decision]:
-        return self.auth.authenticate(creds, ip)
+    # --- live state for the metrics ------------------------------------------------------------
 
-    def login(self, conn: ChatServerProtocol) -> Deferred[None]:
-        """The test message verified: record the login, then the session starts."""
-        assert conn.name is not None
-        return self.auth.record_login(conn.name, conn.ip)
+    def open_connections(self) -> int:
+        return self.admission.open_connections()
 
-    def session_started(self, conn: ChatServerProtocol) -> None:
-        self.handshakes -= 1
-        self.stats.handshakes_completed += 1
-        log.info("{name} signed in from {ip}", name=conn.name, ip=conn.ip)
-        self.chat.session_started(conn)
+    def handshakes_in_progress(self) -> int:
+        return self.admission.handshakes_in_progress()
 
-    def quit(self, conn: ChatServerProtocol) -> Deferred[None]:
-        """Quit: the user goes offline now (later messages are stored), last seen recorded."""
-        return self.chat.session_ended(conn)
+    def users_online(self) -> int:
+        return self.router.online_count()
+
+    def queued_writes(self) -> int:
+        return self.store.writes.queued
 
 
 class ChatService(service.MultiService):
-    """Opens the database in startService, then starts the listeners.
+    """Opens the database in startService, then listens; stopping ends the sessions before
+    the database closes.
 
     Args:
         reactor: the reactor.
@@ -123,6 +122,8 @@ class ChatService(service.MultiService):
         endpoints: the server endpoints to listen on.
         hasher: the Argon2id hasher.
         limits: the limits.
+        metrics_endpoint: where to serve Prometheus metrics (None: nowhere).
+        retention_days: archive retention (0: forever).
         web: the web client's listeners (``--listen-web``), if any.
     """
 
@@ -142,18 +143,21 @@ class ChatService(service.MultiService):
         self.server = ChatServer(reactor=reactor, identity=identity,
                                  store=ChatStore(database), hasher=hasher, limits=limits)
         self.factory = ChatServerFactory(self.server)
-        self.listeners = [StreamServerEndpointService(ep, self.factory) for ep in endpoints]
+        #: (what, endpoint, factory) for every listener, opened once the database is ready.
+        self.endpoints: list[tuple[str, Any, Any]] = [
+            ("chat", ep, self.factory) for ep in endpoints]
         if web is not None:
-            self.listeners.extend(web.services(self.factory))
+            site = web.site(self.factory)
+            self.endpoints.extend(("web", ep, site) for ep in web.endpoints)
         if metrics_endpoint is not None:
             registry = CollectorRegistry()
             observer = StoreObserver(registry)
             database.on_transaction = observer.transaction
             self.server.store.writes.on_batch = observer.batch
-            site = Site(metrics_resource(self.server, registry))
-            self.listeners.append(StreamServerEndpointService(metrics_endpoint, site))
-        for listener in self.listeners:
-            listener._raiseSynchronously = True
+            site = Site(metrics_resource(self.server.stats, self.server, registry))
+            self.endpoints.append(("metrics", metrics_endpoint, site))
+        #: The listening ports, once listening.
+        self.ports: list[Any] = []
         self.ready: Deferred[None] = Deferred()
 
     def startService(self) -> None:
@@ -163,24 +167,29 @@ class ChatService(service.MultiService):
         sys.setswitchinterval(SWITCH_INTERVAL)
         log.info("server identity fingerprint: {fp}", fp=self.server.fingerprint)
         self.hasher.start()
-        d = self.database.start()
-
-        def listen(_: object) -> None:
-            log.info("database ready: {db}", db=self.database.engine.describe())
-            for listener in self.listeners:
-                listener.setServiceParent(self)
-            if self.retention_days > 0:
-                self._pruning = task.LoopingCall(self.prune_archive)
-                self._pruning.clock = self.reactor
-                self._pruning.start(PRUNE_INTERVAL, now=True)
+        d = defer.ensureDeferred(self._start())
 
         def fatal(f: Any) -> None:
             log.failure("could not start the chat server", f)
             self.reactor.stop()
             self.ready.errback(f)
 
-        d.addCallback(listen)
         d.addCallbacks(lambda _: self.ready.callback(None), fatal)
+
+    async def _start(self) -> None:
+        await self.database.start()
+        log.info("database ready: {db}", db=self.database.engine.describe())
+        for what, endpoint, factory in self.endpoints:
+            port = await endpoint.listen(factory)
+            self.ports.append(port)
+            log.info("listening on {address} ({what})", address=describe_address(port.getHost()),
+                     what=what)
+        for child in self:
+            child.startService()
+        if self.retention_days > 0:
+            self._pruning = task.LoopingCall(self.prune_archive)
+            self._pruning.clock = self.reactor
+            self._pruning.start(PRUNE_INTERVAL, now=True)
 
     def prune_archive(self) -> Deferred[int]:
         """Delete archived messages older than the retention period (already delivered)."""
@@ -201,13 +210,28 @@ class ChatService(service.MultiService):
         return d
 
     def stopService(self) -> Deferred[None]:
+        """Stop listening, end every session (last seen recorded), then close the database."""
+        return defer.ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
         if self._pruning is not None and self._pruning.running:
             self._pruning.stop()
-        d = defer.maybeDeferred(super().stopService)
-
-        def close(_: object) -> None:
+        try:
+            ports, self.ports = self.ports, []
+            await defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports],
+                                     consumeErrors=True)
+            await defer.maybeDeferred(super().stopService)
+            await self.server.stop()
+            if self.last_prune is not None and not self.last_prune.called:
+                await self.last_prune
+        finally:
             self.hasher.stop()
             self.database.close()
 
-        d.addBoth(close)
-        return d
+
+def describe_address(address: Any) -> str:
+    """``host:port`` (``[host]:port`` for IPv6) of a listening port, else its repr."""
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if host is None or port is None:
+        return str(address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -11,7 +11,6 @@ Run ``twistd -n chatserver --help`` for every option. Examples::
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
@@ -24,6 +23,7 @@ from chatproto.server import web
 from chatproto.server.identity import (
     IdentityError,
     identity_fingerprint,
+    load_identity,
     load_or_create_identity,
 )
 from chatproto.server.limits import LimitSettings
@@ -133,6 +133,12 @@ class Options(usage.Options):
         *_limit_parameters(),
     ]
 
+    #: Set by postOptions from the checked options.
+    database: Database
+    endpoints: list[Any]
+    metrics_endpoint: Any
+    web_settings: web.WebSettings | None
+
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
@@ -197,9 +203,38 @@ class Options(usage.Options):
             try:
                 key = load_or_create_identity(self["identity"])
             except (IdentityError, OSError) as e:
-                raise usage.UsageError(str(e))
+                raise usage.UsageError(f"--identity: {e}")
             print(identity_fingerprint(key))
             raise SystemExit(0)
+        self._check_identity()
+        try:
+            self.database = Database.from_uri(self["database"])
+        except ValueError as e:
+            raise usage.UsageError(f"--database: {e}")
+        from twisted.internet import reactor
+
+        self.endpoints = [_endpoint(reactor, "--listen", s) for s in self["listen"]]
+        self.metrics_endpoint = (_endpoint(reactor, "--metrics", self["metrics"])
+                                 if self["metrics"] else None)
+        self.web_settings = web.WebSettings(
+            endpoints=[_endpoint(reactor, "--listen-web", s) for s in self["listen-web"]],
+            trusted_proxies=self["trusted-proxy"], allowed_origins=self["web-origin"],
+        ) if self["listen-web"] else None
+
+    def _check_identity(self) -> None:
+        """An existing key file must be usable; a missing one must be creatable (makeService
+        creates it: parsing options writes nothing)."""
+        path = self["identity"]
+        if os.path.exists(path):
+            try:
+                load_identity(path)
+            except IdentityError as e:
+                raise usage.UsageError(f"--identity: {e}")
+            return
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
+            raise usage.UsageError(f"--identity: cannot create {path}: {directory} is not a "
+                                   "writable directory")
 
     def argon2_parameters(self) -> Argon2Parameters:
         return Argon2Parameters(
@@ -214,30 +249,27 @@ class Options(usage.Options):
         })
 
 
+def _endpoint(reactor: Any, option: str, description: str) -> Any:
+    try:
+        return endpoints.serverFromString(reactor, description)
+    except (ValueError, TypeError, KeyError) as e:
+        raise usage.UsageError(f"{option} {description!r}: {e}")
+
+
 def makeService(options: Options) -> ChatService:
-    """The chat service for parsed options (the database opens when the service starts)."""
+    """The chat service for checked options (the database opens when the service starts)."""
     from twisted.internet import reactor
 
-    try:
-        identity = load_or_create_identity(options["identity"])
-    except (IdentityError, OSError) as e:
-        sys.exit(f"chatserver: {e}")
-    try:
-        database = Database.from_uri(options["database"])
-    except ValueError as e:
-        sys.exit(f"chatserver: {e}")
-    listeners = [endpoints.serverFromString(reactor, s) for s in options["listen"]]
-    metrics = (endpoints.serverFromString(reactor, options["metrics"])
-               if options["metrics"] else None)
     if options["log-json"]:
         # Kept open for the life of the process, like twistd's own log file.
         log_file = open(options["log-json"], "a", encoding="utf-8")  # noqa: SIM115
         globalLogPublisher.addObserver(jsonFileLogObserver(log_file))  # type: ignore[arg-type]
     hasher = PasswordHasher(reactor, options.argon2_parameters(), options["argon2-threads"],
                             processes=options["argon2-processes"])
-    web_settings = web.WebSettings(
-        endpoints=[endpoints.serverFromString(reactor, s) for s in options["listen-web"]],
-        trusted_proxies=options["trusted-proxy"], allowed_origins=options["web-origin"])
-    return ChatService(reactor, database, identity, listeners, hasher,
-                       options.limit_settings(), metrics_endpoint=metrics,
-                       retention_days=options["retention-days"], web=web_settings)
+    try:
+        identity = load_or_create_identity(options["identity"])
+    except (IdentityError, OSError) as e:  # checked by postOptions; raced since
+        raise usage.UsageError(f"--identity: {e}") from None
+    return ChatService(reactor, options.database, identity, options.endpoints, hasher,
+                       options.limit_settings(), metrics_endpoint=options.metrics_endpoint,
+                       retention_days=options["retention-days"], web=options.web_settings)

@@ -18,7 +18,6 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory
@@ -363,11 +362,10 @@ class WebSettings:
     trusted_proxies: Sequence[str] = ()
     allowed_origins: Sequence[str] = ()
 
-    def services(self, stream_factory: Factory) -> list[StreamServerEndpointService]:
-        """One listening service per endpoint, serving :func:`web_site`."""
-        site = web_site(stream_factory, trusted_proxies=self.trusted_proxies,
+    def site(self, stream_factory: Factory) -> Site:
+        """The site every ``--listen-web`` endpoint serves (see :func:`web_site`)."""
+        return web_site(stream_factory, trusted_proxies=self.trusted_proxies,
                         allowed_origins=self.allowed_origins)
-        return [StreamServerEndpointService(ep, site) for ep in self.endpoints]
 
 
 def check_origin(value: str) -> str:

@@ -395,3 +395,31 @@ async def test_sync_cursor_past_the_end_is_clipped(loopback: Loopback) -> None:
     assert last == 0
     await alice.client.send_text("bob", "after a bogus cursor")
     assert (await bob.rec.next_chat()).body == b"after a bogus cursor"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_new_device_replays_the_whole_log(loopback: Loopback) -> None:
+    """Sync(nil) on a device never seen before replays its user's log from user_seq 1, even
+    after another device of the user acknowledged all of it."""
+    alice, bob = await users(loopback, "alice", "bob")
+    for text in ("one", "two"):
+        await alice.client.send_text("bob", text)
+    assert (await bob.rec.next_chat()).body == b"one"
+    assert (await bob.rec.next_chat()).body == b"two"
+    await bob.client.quit()  # its acknowledgement is stored before the session ends
+    tablet = await login(loopback, "bob", sync=False, device_id=os.urandom(16))
+    assert await tablet.client.sync() == 2
+    first, second = await tablet.rec.next_chat(), await tablet.rec.next_chat()
+    assert (first.user_seq, first.body, second.user_seq, second.body) == (1, b"one", 2, b"two")
+
+
+@pytest_twisted.ensureDeferred
+async def test_history_with_no_messages_and_with_an_unknown_user(loopback: Loopback) -> None:
+    """History of a direct conversation with an existing user and no messages is an empty
+    page (has_more false); with an unknown user it is UNKNOWN_USER."""
+    alice, _ = await users(loopback, "alice", "bob")
+    page = await alice.client.history("bob")
+    assert page.entries == () and page.has_more is False
+    with pytest.raises(ServerError) as info:
+        await alice.client.history("nobody")
+    assert info.value.code == ErrorCode.UNKNOWN_USER

@@ -102,10 +102,10 @@ class FakeHasher:
 class Harness:
     """A ChatServer on a Clock with the doubles; opens StringTransport connections."""
 
-    def __init__(self, **limits: Any) -> None:
+    def __init__(self, store: MemoryStore | None = None, **limits: Any) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
-        self.store = MemoryStore()
+        self.store = store or MemoryStore()
         self.server = ChatServer(
             reactor=self.clock, identity=Ed25519PrivateKey.generate(),
             store=self.store, hasher=FakeHasher(),  # type: ignore[arg-type]
@@ -330,7 +330,7 @@ def test_garbage_closes_with_an_error_and_others_are_served() -> None:
     bad.drop()
     good = h.connect("10.0.0.8")
     good.login("alice")
-    assert h.server.handshakes == 0
+    assert h.server.admission.handshakes_in_progress() == 0
 
 
 def _fail_signins(h: Harness, name: str, ip: str, n: int) -> Conn:

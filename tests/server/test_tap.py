@@ -23,10 +23,12 @@ from chatproto.server.limits import LimitSettings
 from chatproto.server.passwords import Argon2Parameters
 from chatproto.server.service import ChatService
 from chatproto.server.tap import DEFAULT_LISTEN, Options, makeService
+from chatproto.wire import messages as m
+from chatproto.wire.errors import ErrorCode
 from chatproto.wire.handshake import LoginComplete, Registered
 from tests.server.certs import make_self_signed
 from tests.server.conftest import start_loopback
-from tests.server.wireclient import WireClient, register_and_signin
+from tests.server.wireclient import BlockingClient, Closed, WireClient, register_and_signin
 from tests.services import empty_database_uri
 
 TWISTD = str(Path(sys.executable).parent / "twistd")
@@ -58,10 +60,10 @@ def test_defaults() -> None:
 def test_repeated_listen_and_limits() -> None:
     """--listen may repeat (no default then); every limit option sets its LimitSettings field
     with the right type."""
-    options = parse("--listen", "tcp:1", "--listen", "tcp:2:interface=::1",
+    options = parse("--listen", "tcp:1", "--listen", r"tcp:2:interface=\:\:1",
                     "--handshake-timeout", "2.5", "--max-handshakes", "7", "--ping-interval",
                     "3", "--max-image-bytes", "1000")
-    assert options["listen"] == ["tcp:1", "tcp:2:interface=::1"]
+    assert options["listen"] == ["tcp:1", r"tcp:2:interface=\:\:1"]
     limits = options.limit_settings()
     assert limits.handshake_timeout == 2.5 and limits.max_handshakes == 7
     assert isinstance(limits.max_handshakes, int) and isinstance(limits.ping_interval, float)
@@ -86,6 +88,33 @@ def test_bad_values_are_rejected(args: list[str]) -> None:
     --insecure-fast-hashing, are usage errors."""
     with pytest.raises(usage.UsageError):
         parse(*args)
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--listen", "tcp:notaport"),
+    ("--listen", "carrier-pigeon:7777"),
+    ("--metrics", "tcp:9100:bogus=1"),
+    ("--database", "mysql://db/chat"),
+])
+def test_bad_endpoints_and_database_are_usage_errors(option: str, value: str,
+                                                     tmp_path: Path) -> None:
+    """An endpoint string or database URI that cannot work is a usage error when the options
+    are parsed (twistd prints the usage and exits 1), not an exit inside makeService."""
+    with pytest.raises(usage.UsageError) as info:
+        parse(option, value, "--identity", str(tmp_path / "key"))
+    assert option in str(info.value)
+    assert not (tmp_path / "key").exists()  # parsing writes nothing
+
+
+def test_unusable_identity_is_a_usage_error(tmp_path: Path) -> None:
+    """An identity file that is not an Ed25519 PEM key, or one that cannot be created, is a
+    usage error at parse time."""
+    bad = tmp_path / "bad.key"
+    bad.write_text("not a key")
+    with pytest.raises(usage.UsageError, match="--identity"):
+        parse("--identity", str(bad))
+    with pytest.raises(usage.UsageError, match="--identity"):
+        parse("--identity", str(tmp_path / "missing-dir" / "key"))
 
 
 def test_insecure_fast_hashing_allows_cheap_argon2() -> None:
@@ -129,8 +158,8 @@ def test_make_service(tmp_path: Path) -> None:
     )
     svc = makeService(options)
     assert isinstance(svc, ChatService)
-    assert len(svc.listeners) == 2
-    assert isinstance(svc.listeners[1].endpoint, endpoints.SSL4ServerEndpoint)
+    assert [what for what, _, _ in svc.endpoints] == ["chat", "chat"]
+    assert isinstance(svc.endpoints[1][1], endpoints.SSL4ServerEndpoint)
     assert svc.hasher.params == Argon2Parameters(64, 1, 1)
     assert svc.server.limits.max_attempts == 3
     assert svc.database._pool is None and not (tmp_path / "db").exists()
@@ -246,6 +275,30 @@ def test_twistd_serves_logins(backend: str, tmp_path: Path, server_factory: type
     log = server.log.read_text()
     assert f"server identity fingerprint: {fp}" in log
     assert PASSWORD not in log
+
+
+@pytest.mark.slow
+def test_twistd_says_where_it_listens_and_stops_sessions_first(tmp_path: Path,
+                                                               server_factory: type) -> None:
+    """``twistd -n chatserver`` logs "listening on 127.0.0.1:PORT" once it listens; SIGTERM
+    while a user is signed in tells the client, ends the session, then closes the database:
+    no "Unhandled Error" (before: record_last_seen -> "Database not started")."""
+    server = server_factory.start(f"sqlite:{tmp_path / 'db'}")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        client = BlockingClient(sock)
+        client.start()
+        assert isinstance(client.register("sam", PASSWORD), Registered)
+        assert isinstance(client.signin("sam", PASSWORD), LoginComplete)
+        server.proc.send_signal(signal.SIGTERM)
+        items = []
+        while not isinstance(item := client.next(), Closed):
+            items.append(item)
+        assert m.Error(0, ErrorCode.SERVER_BUSY, "the server is shutting down", ()) in items
+    assert server.stop() in (0, -signal.SIGTERM)
+    log = server.log.read_text()
+    assert f"listening on 127.0.0.1:{server.port} (chat)" in log
+    assert "Server Shut Down." in log
+    assert "Unhandled Error" not in log and "Traceback" not in log, log
 
 
 @pytest.mark.slow

@@ -1,0 +1,151 @@
+"""One connection's share of its user's log: exactly once, in order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol as TypingProtocol
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from chatproto.server.metrics import ServerStats
+from chatproto.server.refusals import RequestError
+from chatproto.storage.store import ChatStore, LogEntry
+from chatproto.wire import messages as m
+from chatproto.wire.errors import ErrorCode
+
+log = Logger()
+
+#: Log entries read per query when replaying a user's log.
+REPLAY_PAGE = 200
+
+
+class StreamOwner(TypingProtocol):
+    """What a stream needs of its connection."""
+
+    @property
+    def name(self) -> str:
+        ...
+
+    @property
+    def closed(self) -> bool:
+        ...
+
+    send: Callable[..., None]
+
+    def fail(self, code: ErrorCode, reason: str) -> None:
+        ...
+
+
+def send_entry(owner: StreamOwner, user_seq: int, entry: LogEntry, body: bytes) -> None:
+    """Send one log entry: a Deliver, then ImageChunks for the rest of an image."""
+    image = None
+    first = body
+    if entry.content_type == m.ContentType.IMAGE:
+        assert entry.sha256 is not None
+        image = m.ImageInfo(len(body), entry.sha256, entry.mime)
+        first = body[: m.MAX_CHUNK_BYTES]
+    send = owner.send
+    send(m.Deliver(user_seq, entry.group_id, entry.sender, entry.to, entry.conv_seq,
+                   entry.created_ms, entry.client_msg_id, entry.content_type, first, image),
+         check=False)
+    view = memoryview(body)
+    for index, offset in enumerate(range(len(first), len(body), m.MAX_CHUNK_BYTES), 1):
+        send(m.ImageChunk(user_seq, index, bytes(view[offset:offset + m.MAX_CHUNK_BYTES])))
+
+
+class DeliveryStream:
+    """Delivers one connection's share of its user's log.
+
+    Sync starts it at a cursor; it replays the log from the database in pages, then switches
+    to live delivery. A live entry that is exactly the next one is sent at once; anything else
+    (a gap, a notice without the entry, or a notice while a page is being read) makes it read
+    the log again, so the seam between replay and live delivery has neither a gap nor a
+    duplicate.
+    """
+
+    __slots__ = ("dirty", "live", "owner", "reading", "sent_seq", "started", "stats", "store",
+                 "sync_req")
+
+    def __init__(self, owner: StreamOwner, store: ChatStore, stats: ServerStats) -> None:
+        self.owner = owner
+        self.store = store
+        self.stats = stats
+        self.sent_seq = 0
+        self.started = False
+        self.live = False
+        self.reading = False
+        self.dirty = False
+        self.sync_req: int | None = None
+
+    def start(self, req: int, cursor: int) -> None:
+        """Sync: replay after ``cursor``, then SyncDone(req), then live entries."""
+        self.sent_seq = cursor
+        self.sync_req = req
+        self.live = False
+        self.dirty = True
+        self._pump()
+
+    def claim(self) -> None:
+        """A Sync arrived: the stream starts once per connection (RequestError after)."""
+        if self.started:
+            raise RequestError(ErrorCode.INVALID_REQUEST, "already synced")
+        self.started = True
+
+    def log_advanced(self, user_seq: int, entry: LogEntry | None, body: bytes | None) -> None:
+        if self.reading or (not self.live and self.sync_req is not None):
+            self.dirty = True
+            return
+        if not self.live or user_seq <= self.sent_seq:
+            return
+        if user_seq == self.sent_seq + 1 and entry is not None and body is not None:
+            self.sent_seq = user_seq
+            send_entry(self.owner, user_seq, entry, body)
+            return
+        self.dirty = True
+        self._pump()
+
+    def _pump(self) -> None:
+        if self.reading:
+            return
+        self.reading = True
+        self.stats.replaying += 1
+        d = defer.ensureDeferred(self._read())
+
+        def done(result: object) -> object:
+            self.reading = False
+            self.stats.replaying -= 1
+            return result
+
+        d.addBoth(done)
+        d.addErrback(self._failed)
+
+    def _failed(self, f: Failure) -> None:
+        if self.owner.closed:  # e.g. the server is stopping: nothing to tell anyone
+            return
+        log.failure("replaying the log of {name} failed", f, name=self.owner.name)
+        self.owner.fail(ErrorCode.STORAGE_UNAVAILABLE, "could not read your messages; reconnect")
+
+    async def _read(self) -> None:
+        store = self.store
+        owner = self.owner
+        while self.dirty and not owner.closed:
+            self.dirty = False
+            entries = await store.read_log(owner.name, self.sent_seq, REPLAY_PAGE)
+            for entry in entries:
+                if entry.user_seq <= self.sent_seq:
+                    continue
+                body = entry.body
+                if body is None:
+                    body = await store.message_body(entry.message_id)
+                if owner.closed:
+                    return
+                self.sent_seq = entry.user_seq
+                send_entry(owner, entry.user_seq, entry, body)
+            if len(entries) == REPLAY_PAGE:
+                self.dirty = True
+        if self.sync_req is not None and not owner.closed:
+            owner.send(m.SyncDone(self.sync_req, self.sent_seq))
+            self.sync_req = None
+            self.live = True
