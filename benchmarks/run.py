@@ -40,7 +40,8 @@ TWISTD = BIN / "twistd"
 FAST_HASHING = ["--insecure-fast-hashing", "--argon2-memory-kib", "8", "--argon2-iterations", "1"]
 OPEN_LIMITS = ["--max-connections-per-ip", "30000", "--max-handshakes", "20000",
                "--registrations-per-ip", "1000000", "--ip-failures", "1000000",
-               "--account-failures", "1000000", "--handshake-timeout", "120"]
+               "--account-failures", "1000000", "--handshake-timeout", "120",
+               "--argon2-jobs-per-ip", "100000"]
 
 ARGON2_PROBE = """
 import os, sys, time

@@ -197,14 +197,15 @@ class ChatHandlers:
 
     def _audience(self, conn: Connection, group_id: int,
                   peer: str | None) -> Deferred[list[str]]:
-        """Who hears a read receipt or typing: the peer (only if the two share a
+        """Who hears a read receipt or typing: the peer (only if the two have a direct
         conversation: otherwise nobody, silently), or the group's members."""
         if (group_id == 0) != (peer is not None):
             raise RequestError(ErrorCode.INVALID_REQUEST,
                                "a direct chat names the peer; a group chat does not")
-        if group_id == 0:
-            return self.store.contacts(conn.name).addCallback(
-                lambda rows: [row[0] for row in rows if row[0] == peer])
+        if peer is not None:
+            to: list[str] = [peer]
+            return self.store.direct_exists(conn.name, peer).addCallback(
+                lambda exists: to if exists else [])
         d = self.store.conversation_members(conn.name, group_id)
         d.addErrback(request_error)
         return d
@@ -232,8 +233,10 @@ class ChatHandlers:
 
         def changed(appended: st.Appended) -> None:
             conn.send(m.Ok(req))
-            body = appended.entry.body if appended.entry and appended.entry.body else b""
-            self.fan_out(appended, body)
+            # An owner leaving is followed by OWNER_CHANGED in the same transaction.
+            for event in (appended, *appended.followed_by):
+                body = event.entry.body if event.entry and event.entry.body else b""
+                self.fan_out(event, body)
 
         d.addCallback(changed)
         return d

@@ -23,7 +23,7 @@ from chatproto.server.connection import Connection, Link
 from chatproto.server.limits import LimitSettings
 from chatproto.server.metrics import ServerStats
 from chatproto.wire import messages as m
-from chatproto.wire.errors import ErrorCode, RemoteProtocolError
+from chatproto.wire.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from chatproto.wire.handshake import (
     CredentialsReceived,
     HandshakeFailed,
@@ -47,6 +47,8 @@ class ConnectionSource(TypingProtocol):
     def clock(self) -> Any: ...
     @property
     def stats(self) -> ServerStats: ...
+    @property
+    def versions(self) -> tuple[int, ...]: ...
 
     def open_connection(self, link: Link) -> Connection:
         """A new connection's state, talking back through ``link``."""
@@ -72,7 +74,8 @@ class ChatServerProtocol(Protocol):
 
     def connectionMade(self) -> None:
         server = self.server
-        self.handshake = ServerHandshake(server.identity, max_attempts=server.limits.max_attempts)
+        self.handshake = ServerHandshake(server.identity, max_attempts=server.limits.max_attempts,
+                                         versions=server.versions)
         self.conn = server.open_connection(self)
         self.conn.opened()
         if self.closed:
@@ -166,7 +169,11 @@ class ChatServerProtocol(Protocol):
 
     def send(self, msg: m.Message, *, check: bool = True) -> None:
         if not self.closed and self.session is not None:
-            data = self.session.send(msg, check=check)
+            try:
+                data = self.session.send(msg, check=check)
+            except LocalProtocolError as e:  # this key's volume is used up (version 1)
+                self._exhausted(e)
+                return
             kind = type(msg).__name__
             stats = self.server.stats
             stats.messages_out[kind] += 1
@@ -175,11 +182,21 @@ class ChatServerProtocol(Protocol):
 
     def send_encoded(self, payload: bytes) -> None:
         if not self.closed and self.session is not None:
-            data = self.session.send_encoded(payload)
+            try:
+                data = self.session.send_encoded(payload)
+            except LocalProtocolError as e:
+                self._exhausted(e)
+                return
             stats = self.server.stats
             stats.messages_out["fan-out"] += 1
             stats.bytes_out["fan-out"] += len(data)
             self.transport.write(data)
+
+    def _exhausted(self, e: LocalProtocolError) -> None:
+        """The session may send no more (FRAME_LIMIT): close; the client reconnects with new
+        keys and resumes from its cursor, so nothing is lost."""
+        log.info("closing {ip}: {e}", ip=self.peer_ip, e=e)
+        self.close()
 
     def fail(self, code: ErrorCode, reason: str) -> None:
         if self.closed:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -29,6 +29,7 @@ from chatproto.server.web import WebSettings
 from chatproto.storage.database import Database
 from chatproto.storage.store import ChatStore
 from chatproto.wire import messages as m
+from chatproto.wire.handshake import SUPPORTED_VERSIONS
 
 log = Logger()
 
@@ -56,8 +57,11 @@ class ChatServer:
         limits: LimitSettings | None = None,
         router: Router | None = None,
         admission: Admission | None = None,
+        versions: Sequence[int] = SUPPORTED_VERSIONS,
     ) -> None:
         self.clock = reactor
+        #: The protocol versions the handshake accepts (``(2,)`` refuses version 1 clients).
+        self.versions = tuple(versions)
         self.identity = identity
         self.fingerprint = identity_fingerprint(identity)
         self.store = store
@@ -125,12 +129,14 @@ class ChatService(service.MultiService):
         metrics_endpoint: where to serve Prometheus metrics (None: nowhere).
         retention_days: archive retention (0: forever).
         web: the web client's listeners (``--listen-web``), if any.
+        versions: the protocol versions accepted (``--refuse-v1``: only 2).
     """
 
     def __init__(self, reactor: Any, database: Database, identity: Ed25519PrivateKey,
                  endpoints: list[Any], hasher: PasswordHasher, limits: LimitSettings,
                  metrics_endpoint: Any = None, retention_days: float = 0,
-                 web: WebSettings | None = None) -> None:
+                 web: WebSettings | None = None,
+                 versions: Sequence[int] = SUPPORTED_VERSIONS) -> None:
         super().__init__()
         self.retention_days = retention_days
         self._pruning: task.LoopingCall | None = None
@@ -141,7 +147,8 @@ class ChatService(service.MultiService):
         self.database = database
         self.hasher = hasher
         self.server = ChatServer(reactor=reactor, identity=identity,
-                                 store=ChatStore(database), hasher=hasher, limits=limits)
+                                 store=ChatStore(database), hasher=hasher, limits=limits,
+                                 versions=versions)
         self.factory = ChatServerFactory(self.server)
         #: (what, endpoint, factory) for every listener, opened once the database is ready.
         self.endpoints: list[tuple[str, Any, Any]] = [

@@ -27,9 +27,10 @@ from chatproto.server.identity import (
     load_or_create_identity,
 )
 from chatproto.server.limits import LimitSettings
-from chatproto.server.passwords import Argon2Parameters, PasswordHasher
+from chatproto.server.passwords import JOBS_PER_ADDRESS, Argon2Parameters, PasswordHasher
 from chatproto.server.service import ChatService
 from chatproto.storage.database import Database
+from chatproto.wire.handshake import SUPPORTED_VERSIONS
 
 DEFAULT_LISTEN = "tcp:7777:interface=127.0.0.1"
 DEFAULT_DATABASE = "sqlite:chatserver.db"
@@ -71,7 +72,8 @@ _LIMIT_HELP = {
     "account_window": "Seconds of the per-account failed sign-in window.",
     "ip_failures": "Failed sign-ins per IP address per --ip-window.",
     "ip_window": "Seconds of the per-IP failed sign-in window.",
-    "registrations_per_ip": "Accounts registered per IP address per --registration-window.",
+    "registrations_per_ip": "Registration attempts per IP address (IPv6: per /64) per "
+                            "--registration-window, whatever their outcome.",
     "registration_window": "Seconds of the per-IP registration window.",
     "ping_interval": "Seconds between pings to a signed-in client.",
     "ping_timeout": "Seconds a client has to answer a ping before it is disconnected.",
@@ -103,6 +105,10 @@ class Options(usage.Options):
          "TESTS ONLY: allow Argon2id parameters below the OWASP minimum "
          f"(m={MIN_ARGON2.memory_kib}, t={MIN_ARGON2.iterations}, p={MIN_ARGON2.lanes}). "
          "Never use it in production: weak hashes make stolen databases easy to crack."],
+        ["refuse-v1", None,
+         "Refuse clients of protocol version 1 (classical X25519 only, no padding); by "
+         "default both versions are served and version 2 with the post-quantum hybrid is "
+         "chosen when the client offers it."],
     ]
 
     optParameters: list[list[Any]] = [
@@ -130,6 +136,9 @@ class Options(usage.Options):
          "Worker processes that compute the hashes (Argon2id holds Python's GIL, so hashes in "
          "threads would stall the server and use one core); 0 hashes in threads instead.",
          non_negative_int],
+        ["argon2-jobs-per-ip", None, JOBS_PER_ADDRESS,
+         "Password hashes waiting or running at once for one client address (IPv6: per /64); "
+         "more sign-ins from it are answered TRY_LATER.", positive_int],
         *_limit_parameters(),
     ]
 
@@ -265,11 +274,13 @@ def makeService(options: Options) -> ChatService:
         log_file = open(options["log-json"], "a", encoding="utf-8")  # noqa: SIM115
         globalLogPublisher.addObserver(jsonFileLogObserver(log_file))  # type: ignore[arg-type]
     hasher = PasswordHasher(reactor, options.argon2_parameters(), options["argon2-threads"],
-                            processes=options["argon2-processes"])
+                            processes=options["argon2-processes"],
+                            jobs_per_address=options["argon2-jobs-per-ip"])
     try:
         identity = load_or_create_identity(options["identity"])
     except (IdentityError, OSError) as e:  # checked by postOptions; raced since
         raise usage.UsageError(f"--identity: {e}") from None
     return ChatService(reactor, options.database, identity, options.endpoints, hasher,
                        options.limit_settings(), metrics_endpoint=options.metrics_endpoint,
-                       retention_days=options["retention-days"], web=options.web_settings)
+                       retention_days=options["retention-days"], web=options.web_settings,
+                       versions=(2,) if options["refuse-v1"] else SUPPORTED_VERSIONS)

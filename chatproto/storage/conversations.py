@@ -15,6 +15,7 @@ from chatproto.storage.database import Database, GroupCommitter, Transaction
 from chatproto.storage.errors import UnknownGroup
 from chatproto.storage.group_rules import GroupChange, Role, Standing
 from chatproto.storage.lookups import (
+    direct_key,
     ensure_direct,
     member_role,
     one,
@@ -42,6 +43,16 @@ class ConversationStore:
             return ensure_direct(txn, user, user_id(txn, user), peer, now_ms)
 
         return self.db.run_interaction("create_direct", txn_fn)
+
+    def direct_exists(self, user: str, peer: str) -> Deferred[bool]:
+        """Whether the two users have a direct conversation (False for unknown names)."""
+
+        def txn_fn(txn: Transaction) -> bool:
+            txn.execute("SELECT 1 FROM conversations WHERE direct_key = ?",
+                        (direct_key(user, peer),))
+            return txn.fetchone() is not None
+
+        return self.db.run_interaction("direct_exists", txn_fn)
 
     def create_group(self, creator: str, names: Sequence[str], title: str,
                      now_ms: int) -> Deferred[Appended]:

@@ -36,7 +36,6 @@ from chatproto.storage.records import (
     UserRecord,
 )
 from chatproto.storage.users import UserStore
-from chatproto.wire.messages import GroupAction
 
 __all__ = [
     "Appended", "ChatStore", "Contact", "DeliveredReceipt", "Draft", "GroupSummary",
@@ -44,14 +43,6 @@ __all__ = [
     "NotAllowed", "StoreError", "SyncPosition", "UnknownGroup", "UnknownUsers", "UserRecord",
 ]
 
-# The names chatproto/server/chat.py passes to change_group; they are GroupAction's values
-# (the wire's), not copies. New code uses chatproto.wire.messages.GroupAction directly.
-GROUP_ADDED = GroupAction.ADDED
-GROUP_REMOVED = GroupAction.REMOVED
-GROUP_LEFT = GroupAction.LEFT
-GROUP_RENAMED = GroupAction.RENAMED
-GROUP_PROMOTED = GroupAction.PROMOTED
-GROUP_DEMOTED = GroupAction.DEMOTED
 
 
 class ChatStore:
@@ -80,6 +71,7 @@ class ChatStore:
         self.record_last_seen = users.record_last_seen
 
         self.create_direct = conversations.create_direct
+        self.direct_exists = conversations.direct_exists
         self.create_group = conversations.create_group
         self.change_group = conversations.change_group
         self.user_groups = conversations.user_groups

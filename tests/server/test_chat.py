@@ -383,6 +383,14 @@ async def test_roles_owner_promotes_admins_and_ownership_passes_on(loopback: Loo
     await alice.client.group_leave(gid)
     roles = {x.name: x.role for x in await carol.client.group_members(gid)}
     assert roles == {"bob": "owner", "carol": "member"}
+    # The hand-over reaches the online members live, right after the LEFT event.
+    event = await carol.rec.next_event()
+    while event.action != m.GroupAction.LEFT:
+        event = await carol.rec.next_event()
+    assert event.actor == "alice"
+    event = await carol.rec.next_event()
+    assert (event.action, event.actor, event.names) == (
+        m.GroupAction.OWNER_CHANGED, "alice", ("bob",))
 
 
 @pytest_twisted.ensureDeferred

@@ -32,6 +32,7 @@ class ChatMemoryStore(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.contact_rows: dict[str, list[tuple[str, int | None]]] = {}
+        self.direct_pairs: set[frozenset[str]] = set()
         self.member_rows: list[tuple[str, str, int | None]] = []
         self.hold_last_seen: Deferred[None] | None = None
         self.acks: list[tuple[str, int]] = []
@@ -45,6 +46,9 @@ class ChatMemoryStore(MemoryStore):
 
     def contacts(self, name: str) -> Deferred[list[tuple[str, int | None]]]:
         return defer.succeed(list(self.contact_rows.get(name, [])))
+
+    def direct_exists(self, user: str, peer: str) -> Deferred[bool]:
+        return defer.succeed(frozenset((user, peer)) in self.direct_pairs)
 
     def group_members(self, user: str, group_id: int) -> Deferred[
             list[tuple[str, str, int | None]]]:
@@ -261,15 +265,17 @@ def test_a_notice_without_the_entry_makes_the_stream_read_the_log(harness: ChatH
 # --- typing and read receipts ----------------------------------------------------------------
 
 
-def test_typing_and_read_reach_only_contacts(harness: ChatHarness) -> None:
-    """Typing and Read naming a user who shares no conversation with the sender, or no user at
-    all, are dropped silently (no Error, nothing sent); to a contact they are relayed."""
+def test_typing_and_read_reach_only_direct_peers(harness: ChatHarness) -> None:
+    """Typing and Read naming a user who has no direct conversation with the sender (even a
+    fellow group member), or no user at all, are dropped silently (no Error, nothing sent);
+    to the peer of a direct conversation they are relayed."""
     alice = signed_in(harness, "alice")
     bob = signed_in(harness, "bob", "10.0.0.2")
+    harness.store.contact_rows["alice"] = [("bob", None)]  # a group in common only
     for peer in ("bob", "nobody"):
         assert send(alice, m.Typing(0, peer, True), m.Read(0, peer, 3)) == []
     assert bob.receive() == []
-    harness.store.contact_rows["alice"] = [("bob", None)]
+    harness.store.direct_pairs.add(frozenset(("alice", "bob")))
     send(alice, m.Typing(0, "bob", True), m.Read(0, "bob", 3))
     assert bob.receive() == [m.TypingEvent(0, "alice", True),
                              m.Receipt(m.ReceiptKind.READ, 0, "alice", 3)]

@@ -24,7 +24,7 @@ from chatproto.server.protocol import ChatServerFactory, ChatServerProtocol
 from chatproto.server.service import ChatServer
 from chatproto.storage.store import NameTaken, UserRecord
 from chatproto.wire import messages as m
-from chatproto.wire.errors import ErrorCode, RemoteProtocolError
+from chatproto.wire.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from chatproto.wire.handshake import (
     ClientHandshake,
     HandshakeFailed,
@@ -262,6 +262,25 @@ def _session(h: Harness) -> Conn:
 def _frames(conn: Conn, *msgs: m.Message) -> list[bytes]:
     assert conn.client.session is not None
     return [conn.client.session.send(msg) for msg in msgs]
+
+
+def test_a_session_that_may_send_no_more_closes_instead_of_raising() -> None:
+    """When the session refuses to send (FRAME_LIMIT: a version-1 key's volume is used up),
+    the adapter closes the connection (the client reconnects with new keys and resumes)
+    instead of raising into the code that was delivering to it (a fan-out loop)."""
+    h = Harness()
+    conn = _session(h)
+    session = conn.proto.session
+    assert session is not None
+
+    def exhausted(*args: Any, **kwargs: Any) -> bytes:
+        raise LocalProtocolError(ErrorCode.FRAME_LIMIT, "no frames left under this key")
+
+    session.send = exhausted  # type: ignore[method-assign]
+    session.send_encoded = exhausted  # type: ignore[method-assign]
+    conn.proto.send(m.Pong(1))
+    assert conn.closing
+    conn.proto.send_encoded(m.encode_message(m.Pong(2)))  # closed: nothing, no exception
 
 
 def test_replayed_frame_closes_the_connection() -> None:

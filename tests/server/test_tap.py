@@ -123,11 +123,24 @@ def test_insecure_fast_hashing_allows_cheap_argon2() -> None:
     assert options.argon2_parameters() == Argon2Parameters(64, 1, 1)
 
 
+def test_refuse_v1_and_hashing_jobs_per_address_reach_the_server(tmp_path: Path) -> None:
+    """--refuse-v1 leaves only protocol version 2 to the handshake (both by default), and
+    --argon2-jobs-per-ip bounds the hashes queued per address."""
+    base = ["--database", f"sqlite:{tmp_path / 'chat.db'}",
+            "--identity", str(tmp_path / "id.key"), *FAST_ARGS]
+    default = makeService(parse(*base))
+    assert default.server.versions == (2, 1)
+    refusing = makeService(parse(*base, "--refuse-v1", "--argon2-jobs-per-ip", "7"))
+    assert refusing.server.versions == (2,)
+    assert refusing.hasher.queue.max_per_key == 7
+
+
 def test_help_documents_every_option() -> None:
     """The help text names every option, each limit included, with a description."""
     text = str(Options())
     names = ["listen", "database", "identity", "argon2-memory-kib", "argon2-iterations",
-             "argon2-lanes", "argon2-threads", "insecure-fast-hashing", "fingerprint"]
+             "argon2-lanes", "argon2-threads", "insecure-fast-hashing", "fingerprint",
+             "refuse-v1", "argon2-jobs-per-ip"]
     names += [f.replace("_", "-") for f in LimitSettings.__dataclass_fields__]
     for name in names:
         assert f"--{name}" in text, name

@@ -184,3 +184,17 @@ async def test_an_action_no_member_asks_for_fails_alone(store: ChatStore, action
         await store.change_group("alice", gid, action, ["bob"], None, 2)
     assert sizes == [] and await _events(store, "bob") == [(1, GroupAction.CREATED, "alice",
                                                            ("bob",))]
+
+
+@pytest_twisted.ensureDeferred
+async def test_direct_exists_only_for_a_direct_conversation(store: ChatStore) -> None:
+    """direct_exists is True once two users have a direct conversation (either order), and
+    False for fellow group members without one and for unknown names (D10)."""
+    await _users(store, "alice", "bob", "carol")
+    await store.create_group("alice", ["bob", "carol"], "g", 1)
+    assert not await store.direct_exists("alice", "bob")
+    assert not await store.direct_exists("alice", "nobody")
+    await store.create_direct("bob", "alice", 2)
+    assert await store.direct_exists("alice", "bob")
+    assert await store.direct_exists("bob", "alice")
+    assert not await store.direct_exists("alice", "carol")
