@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto.wire import messages as m
 
-if TYPE_CHECKING:
-    from chatproto.client.reconnect import ChatSession
+
+class BridgedSession(Protocol):
+    """What :class:`SessionBridge` needs of its session (a
+    :class:`~chatproto.client.reconnect.ChatSession`; named structurally so this module does
+    not import the one that imports it)."""
+
+    _generation: int
+
+    def _on_deliver(self, deliver: m.Deliver, image: bytes | None) -> None: ...
+
+    def _notify(self, method: str, *args: Any) -> None: ...
+
+    def _connection_lost(self, reason: Failure) -> None: ...
+
 
 __all__ = ["ChatListener", "SessionBridge", "notify"]
 
@@ -69,7 +81,7 @@ def notify(listener: ChatListener, method: str, *args: object) -> None:
 class SessionBridge(ChatListener):
     """The listener of one connection: forwards to the session while it is current."""
 
-    def __init__(self, session: ChatSession, generation: int) -> None:
+    def __init__(self, session: BridgedSession, generation: int) -> None:
         self.session = session
         self.generation = generation
 

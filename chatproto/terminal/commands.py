@@ -7,20 +7,43 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from chatproto.client import ChatSession
 from chatproto.terminal.cli import NAME_RULE
 from chatproto.terminal.commandline import COMMANDS, Command
-from chatproto.terminal.model import Conversation
+from chatproto.terminal.model import ChatModel, Conversation
 from chatproto.terminal.presentation import format_size, last_seen_text, read_image_file
 from chatproto.wire import messages as m
 
-if TYPE_CHECKING:
-    from chatproto.terminal.app import TerminalClient
+__all__ = ["HANDLERS", "OFFLINE_COMMANDS", "TerminalClient"]
 
-__all__ = ["HANDLERS", "OFFLINE_COMMANDS"]
 
-Handler = Callable[["TerminalClient", Conversation, Command], None]
+class TerminalClient(Protocol):
+    """What the command handlers use of :class:`chatproto.terminal.app.TerminalClient`
+    (named structurally: the app imports this table, so this module cannot import it)."""
+
+    client: ChatSession | None
+    model: ChatModel
+
+    def close_window(self, conv: Conversation) -> None: ...
+    def load_history(self, conv: Conversation) -> None: ...
+    def quit(self) -> None: ...
+    def redraw(self) -> None: ...
+    def refresh_presence(self) -> None: ...
+    def report(self, conv: Conversation, what: str) -> Callable[[Failure], None]: ...
+    def save_windows(self) -> None: ...
+    def send(self, conv: Conversation, kind: str, msg_id: bytes,
+             payload: bytes | str) -> None: ...
+    def send_text(self, conv: Conversation, text: str) -> None: ...
+    def switch(self, index: int) -> None: ...
+    def timed(self, d: Deferred[Any]) -> Deferred[Any]: ...
+
+
+Handler = Callable[[TerminalClient, Conversation, Command], None]
 
 #: Commands that work without a live connection.
 OFFLINE_COMMANDS = frozenset({"help", "win", "close", "quit", "image"})

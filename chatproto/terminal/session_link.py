@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from twisted.python.failure import Failure
 
 from chatproto.client import ChatListener, ServerError
+from chatproto.terminal.model import ChatModel
 from chatproto.wire import messages as m
 
-if TYPE_CHECKING:
-    from chatproto.terminal.app import TerminalClient
-
 __all__ = ["SessionLink"]
+
+
+class LinkedApp(Protocol):
+    """What the link uses of :class:`chatproto.terminal.app.TerminalClient` (named
+    structurally: the app imports this module)."""
+
+    generation: int
+    model: ChatModel
+    reactor: Any
+
+    def on_message(self, deliver: m.Deliver, image: bytes | None) -> None: ...
+    def on_state(self, state: str) -> None: ...
+    def on_connection_lost(self, reason: Failure) -> None: ...
+    def redraw(self) -> None: ...
+    def save_windows(self) -> None: ...
 
 
 class SessionLink(ChatListener):
     """The listener of one session: forwards to the app while the session is current."""
 
-    def __init__(self, app: TerminalClient, generation: int) -> None:
+    def __init__(self, app: LinkedApp, generation: int) -> None:
         self.app = app
         self.generation = generation
 
