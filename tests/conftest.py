@@ -23,3 +23,6 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+#: The database fixtures (``database_uri``, ``database``) shared by the storage and server tests.
+pytest_plugins = ["tests.databases"]

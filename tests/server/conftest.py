@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,30 +19,11 @@ from chatproto.server.protocol import ChatServerFactory, ChatServerProtocol
 from chatproto.server.service import ChatServer
 from chatproto.storage.database import Database
 from chatproto.storage.store import ChatStore
-from tests.services import BACKENDS, empty_database_uri
 
 #: Insecure, fast Argon2id cost for tests (production uses the OWASP minimum or more).
 FAST = Argon2Parameters(memory_kib=64, iterations=1, lanes=1)
 #: The server clock's start (2023-11-14), so times in the database look real.
 EPOCH = 1_700_000_000.0
-
-
-@pytest.fixture(params=BACKENDS)
-def database_uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database of each backend (not started)."""
-    with empty_database_uri(request.param, tmp_path) as uri:
-        yield uri
-
-
-@pytest_twisted.async_yield_fixture()
-async def database(database_uri: str) -> AsyncIterator[Database]:
-    """A started Database over each backend."""
-    db = Database.from_uri(database_uri)
-    await db.start()
-    try:
-        yield db
-    finally:
-        db.close()
 
 
 @pytest.fixture
