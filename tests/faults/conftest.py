@@ -11,7 +11,6 @@ from twisted.python.failure import Failure
 from chatproto.client import Backoff, ChatListener, ChatSession, open_session
 from chatproto.wire import messages as m
 from tests.server.conftest import (  # noqa: F401 - fixtures
-    database_uri,
     loopback,
     sqlite_loopback,
     sqlite_uri,
