@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from tests.web.conftest import (
-    DOCS,
     WAIT,
     Cli,
     WebServer,
@@ -23,12 +22,12 @@ from tests.web.conftest import (
 )
 
 
-def test_two_browsers_chat(web_server: WebServer, new_page: Any) -> None:
+def test_two_browsers_chat(web_server: WebServer, new_page: Any, screenshots: Path) -> None:
     """alice and bob, each in their own browser context: first contact pins the server,
     text with a link arrives as a clickable link (never HTML), unread count, typing,
     ✓ → ✓✓ read marks, Shift+Enter makes a new line."""
     alice, bob = new_page(), new_page()
-    sign_up(alice, web_server, "alice", screenshot="web-signin.png")
+    sign_up(alice, web_server, "alice", screenshot=screenshots / "web-signin.png")
     sign_up(bob, web_server, "bob")
 
     open_chat(alice, "bob")
@@ -55,7 +54,7 @@ def test_two_browsers_chat(web_server: WebServer, new_page: Any) -> None:
     bob.keyboard.press("Enter")
     expect(alice.locator(".message.theirs .text").last).to_have_text("line one\nline two")
     expect(alice.locator("#typing")).to_have_text("")
-    alice.screenshot(path=str(DOCS / "web-conversation.png"))
+    alice.screenshot(path=str(screenshots / "web-conversation.png"))
     assert alice.errors == [] and bob.errors == []
 
     bob.click("#signout-button")
@@ -84,7 +83,7 @@ def test_browser_and_cli_chat_both_ways(web_server: WebServer, new_page: Any, cl
 
 
 def test_group_with_browser_and_cli_members(web_server: WebServer, new_page: Any,
-                                            cli: Cli) -> None:
+                                            cli: Cli, screenshots: Path) -> None:
     """A browser user creates a group with another browser user and a CLI user, renames it,
     makes one an admin and removes the other; messages flow between all kinds of members."""
     cli.run("register", "gwen")
@@ -119,7 +118,7 @@ def test_group_with_browser_and_cli_members(web_server: WebServer, new_page: Any
         expect(owner.locator("#conversation-title")).to_have_text("launch crew")
         dialog.get_by_role("button", name="Make admin: hana").click()
         expect(dialog.locator(".member", has_text="hana").locator(".role")).to_have_text("admin")
-        owner.screenshot(path=str(DOCS / "web-group.png"))
+        owner.screenshot(path=str(screenshots / "web-group.png"))
         dialog.get_by_role("button", name="Remove gwen").click()
         expect(dialog.locator(".member")).to_have_count(2)
         expect(member.locator(".event").last).to_have_text("frank removed gwen")
@@ -183,7 +182,7 @@ def _image_bytes_in_page(page: Any, selector: str) -> bytes:
 
 
 def test_images_byte_identical(web_server: WebServer, new_page: Any, cli: Cli,
-                               tmp_path: Path) -> None:
+                               tmp_path: Path, screenshots: Path) -> None:
     """An image sent with the file picker arrives byte-identical in another browser and at the
     CLI; one sent by the CLI (larger than a chunk) shows in the browser byte-identical; a
     non-image is refused locally."""
@@ -200,7 +199,7 @@ def test_images_byte_identical(web_server: WebServer, new_page: Any, cli: Cli,
     expect(receiver.locator(".message.theirs img.picture")).to_be_visible()
     got = _image_bytes_in_page(receiver, ".message.theirs img.picture")
     assert got == picture.read_bytes()
-    receiver.screenshot(path=str(DOCS / "web-image.png"))
+    receiver.screenshot(path=str(screenshots / "web-image.png"))
 
     text_file = tmp_path / "notes.txt"
     text_file.write_text("not an image")
