@@ -25,7 +25,7 @@ from tests.web.conftest import (
 def test_two_browsers_chat(web_server: WebServer, new_page: Any, screenshots: Path) -> None:
     """alice and bob, each in their own browser context: first contact pins the server,
     text with a link arrives as a clickable link (never HTML), unread count, typing,
-    ✓ → ✓✓ read marks, Shift+Enter makes a new line."""
+    ✓ → ✓✓ read marks (still read after a reload), Shift+Enter makes a new line."""
     alice, bob = new_page(), new_page()
     sign_up(alice, web_server, "alice", screenshot=screenshots / "web-signin.png")
     sign_up(bob, web_server, "bob")
@@ -57,6 +57,14 @@ def test_two_browsers_chat(web_server: WebServer, new_page: Any, screenshots: Pa
     alice.screenshot(path=str(screenshots / "web-conversation.png"))
     assert alice.errors == [] and bob.errors == []
 
+    # The receipts are kept in IndexedDB: after a reload her message (back from History,
+    # which carries no receipts) still shows read.
+    wait_for_stored_marks(alice, "alice", lambda rows: rows and rows[0]["by"]["bob"][1] >= 1)
+    alice.reload()
+    sign_up(alice, web_server, "alice", register=False)
+    alice.locator("#conversation-list button[data-key='u:bob']").click()
+    expect(alice.locator(".message.mine .mark")).to_have_text(["✓✓ read"])
+
     bob.click("#signout-button")
     expect(alice.locator("#conversation-status")).to_contain_text("last seen")
     expect(alice.locator("#conversation-list .dot.online")).to_have_count(0)
@@ -85,7 +93,8 @@ def test_browser_and_cli_chat_both_ways(web_server: WebServer, new_page: Any, cl
 def test_group_with_browser_and_cli_members(web_server: WebServer, new_page: Any,
                                             cli: Cli, screenshots: Path) -> None:
     """A browser user creates a group with another browser user and a CLI user, renames it,
-    makes one an admin and removes the other; messages flow between all kinds of members."""
+    makes one an admin and removes the other; messages flow between all kinds of members; the
+    sender's marks say how many of the other members got and read a message."""
     cli.run("register", "gwen")
     owner, member = new_page(), new_page()
     sign_up(owner, web_server, "frank")
@@ -105,8 +114,16 @@ def test_group_with_browser_and_cli_members(web_server: WebServer, new_page: Any
         cli.run("send", "gwen", "--group", str(group_id), "thanks from the terminal")
         expect(owner.locator(".message.theirs").last).to_contain_text("thanks from the terminal")
         expect(owner.locator(".message.theirs .sender").last).to_have_text("gwen")
+        # Marks in a group count members: gwen's CLI and hana's page acknowledged (delivered
+        # to all), nobody has read it yet.
+        first = owner.locator(".message.mine .mark").first
+        expect(first).to_have_text("✓✓")
+        expect(first).to_have_attribute("title", "delivered to gwen, hana")
         member.locator(f"#conversation-list button[data-key='g:{group_id}']").click()
         expect(member.locator(".message .text").last).to_have_text("thanks from the terminal")
+        # hana opened the group: read by one of the two others, and the title names her.
+        expect(first).to_have_text("✓✓ read by 1 of 2")
+        expect(first).to_have_attribute("title", "read by hana")
         send_text(member, "hi all from hana's browser")
         tail.wait_for(lambda x: x.get("text") == "hi all from hana's browser")
 
@@ -273,6 +290,22 @@ def test_phone_width_and_keyboard_only(web_server: WebServer, new_page: Any) -> 
     expect(page.locator(".message.mine .text")).to_have_text("note to self")
     page.get_by_label("Back to the list").click()
     expect(page.locator("#sidebar")).to_be_visible()
+
+
+STORED_MARKS_JS = """
+async (name) => {
+  const { LocalStore } = await import("/store.js");
+  return (await LocalStore.open()).marks(name);
+}
+"""
+
+
+def wait_for_stored_marks(page: Any, name: str, predicate: Any) -> None:
+    """Poll the page's IndexedDB until the account's stored marks satisfy ``predicate``."""
+    deadline = time.monotonic() + WAIT
+    while not predicate(page.evaluate(STORED_MARKS_JS, name)):
+        assert time.monotonic() < deadline, "the marks were never stored"
+        page.wait_for_timeout(50)  # polling IndexedDB
 
 
 STORED_CURSOR_JS = """
