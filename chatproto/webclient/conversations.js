@@ -282,8 +282,12 @@ function renderEntry(c, e) {
       content = el("img", { src: e.url, class: "picture",
         alt: `image from ${e.sender} (${sizeLabel((e.imageBytes || e.localBytes).length)})` });
     } else {
-      content = el("span", { class: "muted",
-        text: `[image, ${sizeLabel(e.image ? e.image.total_size : 0)} not on this device]` });
+      // History carries an image's description, never its bytes (docs/protocol.rst,
+      // HistoryEntry): only images this page received or sent can be shown.
+      content = el("span", { class: "muted image-missing",
+        title: "History does not carry images; this browser did not receive this one " +
+          "since the page was loaded",
+        text: `image (${sizeLabel(e.image ? e.image.total_size : 0)}, not on this device)` });
     }
   } else {
     content = el("span", { class: "text" }, linkified(decoder.decode(e.body)));
