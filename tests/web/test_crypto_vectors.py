@@ -9,6 +9,14 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from chatproto.wire import messages as m
+from chatproto.wire.handshake import server_key2_tbs
+from chatproto.wire.keys import signature_input
+from chatproto.wire.schedule import SIGNATURE_CONTEXT_V2
+from chatproto.wire.suites import X25519_ID, X25519MLKEM768_ID
 from tests.web.conftest import WebServer
 
 VECTORS = Path(__file__).resolve().parents[2] / "docs" / "_vectors"
@@ -142,8 +150,22 @@ def test_hybrid_suite_and_schedule_known_answers_in_the_browser(
     assert page.errors == []
 
 
+def signed_server_key2(v: dict[str, str], *, version: int, suite: int, share_len: int) -> str:
+    """A ServerKey2 frame answering the flow's Hello2, signed by the flow's identity (the
+    Ed25519 key of 32 zero bytes) but choosing ``version`` and ``suite``."""
+    identity = Ed25519PrivateKey.from_private_bytes(bytes(32))
+    identity_public = identity.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    hello2 = bytes.fromhex(v["flow_hello2_frame"])[4:]
+    share, server_random = b"\x09" * share_len, b"\x07" * 32
+    tbs = server_key2_tbs(version, suite, server_random, share, identity_public)
+    signature = identity.sign(signature_input(hello2, tbs, context=SIGNATURE_CONTEXT_V2))
+    body = m.encode_message(m.ServerKey2(version, suite, server_random, share, identity_public,
+                                         signature))
+    return (struct.pack(">I", len(body)) + body).hex()
+
+
 V2_LOGIN_JS = """
-async ([v, clientRandoms]) => {
+async ([v, clientRandoms, notOffered]) => {
 """ + FIXED_RNG_JS + """
   const { toHex, concat } = await import("/bytes.js");
   const { ClientHandshake } = await import("/handshake.js");
@@ -169,6 +191,13 @@ async ([v, clientRandoms]) => {
     try { await other.receive(bad); out[label] = "accepted"; }
     catch (e) { out[label] = e.code; }
   }
+  // Validly signed, but a version or suite the page did not offer: UNSUPPORTED_VERSION.
+  for (const [label, frame] of Object.entries(notOffered)) {
+    const other = new ClientHandshake({ suites: [X25519_ID], rng: fixed(clientRandoms.slice()) });
+    await other.start();
+    try { await other.receive(fromHex(frame)); out[label] = "accepted"; }
+    catch (e) { out[label] = e.code; }
+  }
   return out;
 }
 """
@@ -178,11 +207,14 @@ def test_v2_login_known_answers_in_the_browser(web_server: WebServer, new_page: 
     """The page's version-2 handshake, fed the vectors' fixed randomness and server frames,
     produces byte for byte the vectors' Hello2, the padded Signin, ClientKey and Finished, and
     reaches the session; an edited ServerKey2 (signature, version or chosen suite: all signed)
-    is BAD_SERVER_SIGNATURE (113)."""
+    is BAD_SERVER_SIGNATURE (113); a validly signed choice of a version or suite the page did
+    not offer is UNSUPPORTED_VERSION (108)."""
     v = v2_vectors()
     page = new_page()
     _open(page, web_server)
-    out = page.evaluate(V2_LOGIN_JS, [v, seeded(b"client", [32, 32, 32])])
+    out = page.evaluate(V2_LOGIN_JS, [v, seeded(b"client", [32, 32, 32]), {
+        "other_suite": signed_server_key2(v, version=2, suite=X25519MLKEM768_ID, share_len=1120),
+        "other_version": signed_server_key2(v, version=3, suite=X25519_ID, share_len=32)}])
     assert out["hello2"] == v["flow_hello2_frame"]
     assert out["suite"] == "X25519"
     assert out["signin"] == v["flow_signin_frame"]
@@ -190,6 +222,7 @@ def test_v2_login_known_answers_in_the_browser(web_server: WebServer, new_page: 
     assert out["done"] == {"name": "alice", "session": bytes(range(0x64, 0x74)).hex(),
                            "time": 1700000000000}
     assert [out["bad_signature"], out["bad_version"], out["bad_suite"]] == [113, 113, 113]
+    assert [out["other_suite"], out["other_version"]] == [108, 108]
     assert page.errors == []
 
 
