@@ -235,6 +235,8 @@ function wireClient(client) {
   client.addEventListener("state", (e) => {
     $("connection-state").textContent = connectionLabel(e.detail);
     $("connection-state").dataset.state = e.detail;
+    $("connection-state").title = client.suite
+      ? `protocol version 2, key exchange ${client.suite}` : "";
     if (e.detail === "resumed") afterLogin();
   });
   client.addEventListener("fatal", (e) => loginFailed(e.detail));

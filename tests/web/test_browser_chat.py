@@ -30,6 +30,9 @@ def test_two_browsers_chat(web_server: WebServer, new_page: Any, screenshots: Pa
     alice, bob = new_page(), new_page()
     sign_up(alice, web_server, "alice", screenshot=screenshots / "web-signin.png")
     sign_up(bob, web_server, "bob")
+    # The page's login negotiated the post-quantum hybrid with the real server.
+    expect(alice.locator("#connection-state")).to_have_attribute(
+        "title", "protocol version 2, key exchange X25519MLKEM768")
 
     open_chat(alice, "bob")
     send_text(alice, "hi bob, see https://example.org/a?b=1 <b>not bold</b>")
