@@ -2,6 +2,7 @@
 
 import { aesGcmOpen, aesGcmSeal, aesKey } from "./crypto.js";
 import { concat, equal, uint32 } from "./bytes.js";
+import { trafficKeyIv } from "./schedule.js";
 
 export const MAX_PLAIN_BODY = 4096;
 export const MAX_FRAME_BODY = 1024 * 1024;
@@ -37,6 +38,11 @@ export function plainFrame(body) {
 export class FrameKey {
   static async create(rawKey, staticIv) {
     return new FrameKey(await aesKey(rawKey), staticIv);
+  }
+
+  /** The key and static iv of a version-2 traffic secret. */
+  static async fromTrafficSecret(secret) {
+    return FrameKey.create(...(await trafficKeyIv(secret)));
   }
 
   constructor(key, staticIv) {

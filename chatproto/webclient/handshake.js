@@ -13,7 +13,6 @@ import { decodeMessage, decodePadded, encodeMessage, padMessage } from "./messag
 import { FrameKey, FrameReader, ProtocolError, frameIv, plainFrame } from "./frames.js";
 import {
   SIGNATURE_CONTEXT_V2, applicationTraffic, handshakeSecret, handshakeTraffic, masterSecret,
-  trafficKeyIv,
 } from "./schedule.js";
 import { DEFAULT_SUITES, SUITES } from "./suites.js";
 
@@ -64,11 +63,6 @@ export class SessionKeys {
     this.sendSecret = sendSecret;
     this.receiveSecret = receiveSecret;
   }
-}
-
-/** A FrameKey from a traffic secret. */
-async function frameKey(secret) {
-  return FrameKey.create(...(await trafficKeyIv(secret)));
 }
 
 /** The message in a version-2 encrypted payload and its own (unpadded, canonical) bytes. */
@@ -232,8 +226,8 @@ export class ClientHandshake {
     this.suite = SUITES.get(msg.suite);
     this.hsSecret = await handshakeSecret(await pair.decapsulate(msg.server_share));
     const traffic = await handshakeTraffic(this.hsSecret, await this.transcript.hash());
-    this.hsSend = await frameKey(traffic.client);
-    this.hsReceive = await frameKey(traffic.server);
+    this.hsSend = await FrameKey.fromTrafficSecret(traffic.client);
+    this.hsReceive = await FrameKey.fromTrafficSecret(traffic.server);
     this.identityKey = msg.identity_key;
     this.fingerprint = await fingerprint(msg.identity_key);
     this.state = HandshakeState.AWAIT_IDENTITY_DECISION;
@@ -295,8 +289,8 @@ export class ClientHandshake {
     const master = await masterSecret(this.hsSecret, secret, h2);
     this.hsSecret = null;
     this.secrets = await applicationTraffic(master, h2);
-    this.sessionSend = await frameKey(this.secrets.client);
-    this.sessionReceive = await frameKey(this.secrets.server);
+    this.sessionSend = await FrameKey.fromTrafficSecret(this.secrets.client);
+    this.sessionReceive = await FrameKey.fromTrafficSecret(this.secrets.server);
     const verifyData = await hmacSha256(this.secrets.finishedKey, h2);
     const finished = await this.sessionSend.seal(
       padMessage(encodeMessage({ type: "Finished", verify_data: verifyData })));

@@ -11,7 +11,7 @@
 import { concat } from "./bytes.js";
 import { FrameKey, ProtocolError } from "./frames.js";
 import { decodePadded, encodeMessage, padMessage } from "./messages.js";
-import { nextTrafficSecret, trafficKeyIv } from "./schedule.js";
+import { nextTrafficSecret } from "./schedule.js";
 
 /** Bytes per traffic secret (2^28 AES blocks) before a KeyUpdate is due. */
 export const VOLUME_LIMIT = 2 ** 32;
@@ -21,7 +21,7 @@ const KEY_UPDATE = padMessage(encodeMessage({ type: "KeyUpdate" }));
 
 async function nextKey(secret) {
   const next = await nextTrafficSecret(secret);
-  return [next, await FrameKey.create(...(await trafficKeyIv(next)))];
+  return [next, await FrameKey.fromTrafficSecret(next)];
 }
 
 export class Session {

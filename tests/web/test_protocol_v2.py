@@ -146,9 +146,8 @@ async ([a, b, fromPython]) => {
   const { FrameKey, FrameReader } = await import("/frames.js");
   const { SessionKeys } = await import("/handshake.js");
   const { Session } = await import("/session.js");
-  const { trafficKeyIv } = await import("/schedule.js");
   const { fromHex, toHex } = await import("/bytes.js");
-  const key = async (secret) => FrameKey.create(...(await trafficKeyIv(fromHex(secret))));
+  const key = (secret) => FrameKey.fromTrafficSecret(fromHex(secret));
   const session = new Session(new SessionKeys(await key(a), await key(b), new FrameReader(),
     fromHex(a), fromHex(b)), { sendLimit: 1024, receiveLimit: 1024 });
   const received = [];
