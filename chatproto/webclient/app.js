@@ -6,11 +6,12 @@ import { ChatClient, LoginFailed, MAX_IMAGE, fingerprintFromFragment, serverFrom
   from "./client.js";
 import {
   $, addEntry, convKey, conversation, decoder, entryId, hooks, loadHistory, markRead,
-  openConversation, refreshActive, renderHeader, renderList, renderMessages, show, state,
-  targetOf,
+  openConversation, refreshActive, renderHeader, renderList, renderMessages, saveMarks, show,
+  state, targetOf,
 } from "./conversations.js";
 import { bindGroupUi, refreshMembers } from "./groups.js";
-import { CONTENT, RECEIPT, decodeGroupEvent } from "./messages.js";
+import { recordReceipt, restoreMarks } from "./marks.js";
+import { CONTENT, decodeGroupEvent } from "./messages.js";
 import { LocalStore } from "./store.js";
 import { sizeLabel } from "./view.js";
 import { toHex } from "./bytes.js";
@@ -135,11 +136,9 @@ function onSendFailed({ item, reason }) {
 }
 
 function onReceipt(r) {
-  for (const c of state.convs.values()) {
-    const direct = r.group_id === 0 && c.peer === r.by;
-    if (!(direct || (r.group_id && c.groupId === r.group_id))) continue;
-    if (r.kind === RECEIPT.READ) c.read = Math.max(c.read, r.conv_seq);
-    c.delivered = Math.max(c.delivered, r.conv_seq);
+  const c = conversation(r.group_id ? { groupId: r.group_id } : { peer: r.by });
+  if (recordReceipt(c, r)) {
+    saveMarks();
     refreshActive(c);
   }
 }
@@ -199,6 +198,7 @@ async function afterLogin() {
     }
     c.unread = Math.max(c.unread, saved.unread || 0);
   }
+  restoreMarks(await state.store.marks(state.me), conversation);
   state.listLoaded = true;
   const [groups, presence] = await Promise.all([
     client.request({ type: "GroupList" }).catch(() => ({ groups: [] })),
@@ -208,6 +208,7 @@ async function afterLogin() {
     const c = conversation({ groupId: g.group_id }, g.title || `group ${g.group_id}`);
     c.title = g.title || c.title;
     c.role = g.role;
+    c.memberCount = g.member_count;
   }
   for (const p of presence.entries) state.presence.set(p.name, p);
   renderList();
@@ -234,6 +235,8 @@ function wireClient(client) {
   client.addEventListener("state", (e) => {
     $("connection-state").textContent = connectionLabel(e.detail);
     $("connection-state").dataset.state = e.detail;
+    $("connection-state").title = client.suite
+      ? `protocol version 2, key exchange ${client.suite}` : "";
     if (e.detail === "resumed") afterLogin();
   });
   client.addEventListener("fatal", (e) => loginFailed(e.detail));

@@ -64,6 +64,7 @@ export class ChatClient extends EventTarget {
     this.ackedUpTo = 0;
     this.attempt = 0;
     this.closedByUser = false;
+    this.suite = null;
   }
 
   emit(type, detail) {
@@ -115,6 +116,7 @@ export class ChatClient extends EventTarget {
       };
       const handshakeEvent = async (ev) => {
         if (ev.kind === "server-key") {
+          this.suite = ev.suite; // the key exchange the server chose (shown by the page)
           conn.deciding = true;
           const verdict = await this._checkServer(ev.fingerprint);
           conn.deciding = false;

@@ -1,6 +1,7 @@
 // The conversation list and the open conversation: state, and the DOM drawn from it. Text from
 // the network goes through view.js (textContent only).
 
+import { markFor, marksToSave } from "./marks.js";
 import { CONTENT, decodeGroupEvent } from "./messages.js";
 import { el, lastSeenLabel, linkified, sizeLabel, timeLabel } from "./view.js";
 
@@ -40,7 +41,7 @@ export function conversation(target, title) {
       key, groupId: target.groupId || 0, peer: target.groupId ? null : target.peer,
       title: title ?? (target.groupId ? `group ${target.groupId}` : target.peer),
       role: null, members: [], entries: new Map(), unread: 0, lastTime: 0, lastText: "",
-      hasMore: true, oldest: 0, loaded: false, delivered: 0, read: 0, typing: new Map(),
+      hasMore: true, oldest: 0, loaded: false, typing: new Map(), memberCount: 0,
     };
     state.convs.set(key, c);
     if (c.peer && !state.presence.has(c.peer)) refreshPresence();
@@ -242,26 +243,27 @@ export function eventText(e) {
   }
 }
 
+/** Keep the receipts across page loads (History has none). */
+export function saveMarks() {
+  if (state.marksTimer || !state.listLoaded) return;
+  state.marksTimer = setTimeout(() => {
+    state.marksTimer = null;
+    state.store.saveMarks(state.me, marksToSave(state.convs.values()));
+  }, 200);
+}
+
 function mark(c, e) {
   if (e.sender !== state.me || e.contentType === CONTENT.EVENT) return null;
-  let text = "…";
-  let label = "sending";
+  let m = { text: "…", label: "sending", state: "sending" };
   if (e.failed) {
-    text = "✗";
-    label = `not sent: ${e.failed}`;
+    m = { text: "✗", label: `not sent: ${e.failed}`, state: "failed" };
   } else if (e.convSeq) {
-    text = "✓";
-    label = "stored";
-    if (c.read >= e.convSeq) {
-      text = "✓✓ read";
-      label = "read";
-    } else if (c.delivered >= e.convSeq) {
-      text = "✓✓";
-      label = "delivered";
-    }
+    // Other members: from the member list when it was loaded, else from the group list.
+    const members = c.members.length || c.memberCount;
+    m = markFor(c, e.convSeq, members ? members - 1 : 0);
   }
-  return el("span", { class: `mark ${label.split(":")[0]}`, title: label, "aria-label": label,
-    text });
+  return el("span", { class: `mark ${m.state}`, title: m.label, "aria-label": m.label,
+    text: m.text });
 }
 
 function renderEntry(c, e) {
@@ -280,8 +282,12 @@ function renderEntry(c, e) {
       content = el("img", { src: e.url, class: "picture",
         alt: `image from ${e.sender} (${sizeLabel((e.imageBytes || e.localBytes).length)})` });
     } else {
-      content = el("span", { class: "muted",
-        text: `[image, ${sizeLabel(e.image ? e.image.total_size : 0)} not on this device]` });
+      // History carries an image's description, never its bytes (docs/protocol.rst,
+      // HistoryEntry): only images this page received or sent can be shown.
+      content = el("span", { class: "muted image-missing",
+        title: "History does not carry images; this browser did not receive this one " +
+          "since the page was loaded",
+        text: `image (${sizeLabel(e.image ? e.image.total_size : 0)}, not on this device)` });
     }
   } else {
     content = el("span", { class: "text" }, linkified(decoder.decode(e.body)));

@@ -1,7 +1,8 @@
-// Every primitive of the protocol through WebCrypto: SHA-256, HMAC-SHA256, HKDF-SHA256,
-// AES-256-GCM, X25519 and Ed25519. Small pure functions; the handshake composes them.
+// Every primitive of the protocol through WebCrypto: SHA-256, HMAC-SHA256 (HKDF is built on
+// it in schedule.js), AES-256-GCM, X25519 and Ed25519; ML-KEM-768 is in
+// suites.js. Small pure functions; the handshake composes them.
 
-import { concat, encoder, toBase64 } from "./bytes.js";
+import { concat, toBase64 } from "./bytes.js";
 
 const subtle = globalThis.crypto.subtle;
 
@@ -21,14 +22,6 @@ export async function hmacSha256(key, message) {
   const k = await subtle.importKey("raw", key, { name: "HMAC", hash: "SHA-256" }, false,
     ["sign"]);
   return new Uint8Array(await subtle.sign("HMAC", k, message));
-}
-
-/** HKDF-SHA256 (RFC 5869), extract then expand, ``length`` bytes. */
-export async function hkdf(salt, ikm, info, length) {
-  const k = await subtle.importKey("raw", ikm, "HKDF", false, ["deriveBits"]);
-  const bits = await subtle.deriveBits(
-    { name: "HKDF", hash: "SHA-256", salt, info: encoder.encode(info) }, k, length * 8);
-  return new Uint8Array(bits);
 }
 
 export async function aesKey(raw) {

@@ -2,8 +2,9 @@
 
 import { aesGcmOpen, aesGcmSeal, aesKey } from "./crypto.js";
 import { concat, equal, uint32 } from "./bytes.js";
+import { trafficKeyIv } from "./schedule.js";
 
-export const MAX_PLAIN_BODY = 1024;
+export const MAX_PLAIN_BODY = 4096;
 export const MAX_FRAME_BODY = 1024 * 1024;
 export const HEADER = 17;
 export const TAG = 16;
@@ -39,24 +40,32 @@ export class FrameKey {
     return new FrameKey(await aesKey(rawKey), staticIv);
   }
 
+  /** The key and static iv of a version-2 traffic secret. */
+  static async fromTrafficSecret(secret) {
+    return FrameKey.create(...(await trafficKeyIv(secret)));
+  }
+
   constructor(key, staticIv) {
     this.key = key;
     this.staticIv = staticIv;
     this.seq = 0;
+    /** Bytes (msg_length + pad_length) protected under this key so far. */
+    this.volume = 0;
   }
 
-  /** Encrypt ``payload`` as the next frame; the counter advances at once (call in order). */
-  seal(payload, maxBody = MAX_FRAME_BODY) {
+  /**
+   * Encrypt ``payload`` as the next frame; the counter advances at once (call in order).
+   * Version 2 pads inside the message (messages.js padMessage), so ``pad_length`` is 0.
+   */
+  seal(payload) {
     if (this.seq >= MAX_FRAMES) throw new ProtocolError(109, "frame limit reached");
-    let pad = (16 - (payload.length % 16)) % 16;
-    if (payload.length + pad > maxBody) pad = Math.max(0, maxBody - payload.length);
+    if (payload.length > MAX_FRAME_BODY) throw new Error("frame payload too large");
     const iv = frameIv(this.staticIv, this.seq++);
+    this.volume += payload.length;
     const header = new Uint8Array(HEADER);
     new DataView(header.buffer).setUint32(0, payload.length);
-    header[4] = pad;
     header.set(iv, 5);
-    const plaintext = concat(payload, new Uint8Array(pad));
-    return aesGcmSeal(this.key, iv, plaintext, header).then((ct) => concat(header, ct));
+    return aesGcmSeal(this.key, iv, payload, header).then((ct) => concat(header, ct));
   }
 
   expectedIv() {
@@ -112,6 +121,7 @@ export class FrameReader {
       if (plain[i] !== 0) throw new ProtocolError(104, "bad padding");
     }
     key.seq++;
+    key.volume += msgLength + pad;
     return plain.slice(0, msgLength);
   }
 }

@@ -1,13 +1,22 @@
-// The client side of the handshake (docs/protocol.rst, "Handshake"): a state machine fed with
-// received bytes, returning the bytes to send and the events for the caller. It performs no
-// I/O; WebCrypto makes its steps asynchronous, so callers must not overlap calls.
+// The client side of the handshake, protocol version 2 (docs/protocol.rst, "Handshake" and
+// "Protocol version 2"): a state machine fed with received bytes, returning the bytes to send
+// and the events for the caller. It performs no I/O; WebCrypto makes its steps asynchronous,
+// so callers must not overlap calls.
+//
+// The page offers version 2 only, with X25519MLKEM768 then X25519, like the Python client; it
+// never falls back to version 1 (that fallback is the downgrade the signed offer prevents).
 
 import { concat, encoder, equal, uint32 } from "./bytes.js";
-import { ed25519Verify, fingerprint, hkdf, hmacSha256, sha256 } from "./crypto.js";
-import { encode } from "./msgpack.js";
-import { decodeMessage, encodeMessage } from "./messages.js";
+import { ed25519Verify, fingerprint, hmacSha256, sha256 } from "./crypto.js";
+import { MalformedMessage, encode } from "./msgpack.js";
+import { decodeMessage, decodePadded, encodeMessage, padMessage } from "./messages.js";
 import { FrameKey, FrameReader, ProtocolError, frameIv, plainFrame } from "./frames.js";
-import { classical } from "./suites.js";
+import {
+  SIGNATURE_CONTEXT_V2, applicationTraffic, handshakeSecret, handshakeTraffic, masterSecret,
+} from "./schedule.js";
+import { DEFAULT_SUITES, SUITES } from "./suites.js";
+
+export const PROTOCOL_VERSION = 2;
 
 export const HandshakeState = Object.freeze({
   START: "START",
@@ -45,13 +54,24 @@ export class HandshakeRefused extends Error {
   }
 }
 
-/** Keys and leftover state handed to the session after HelloDone. */
+/** Keys, traffic secrets (for KeyUpdate) and leftover bytes handed to the session. */
 export class SessionKeys {
-  constructor(sendKey, receiveKey, reader) {
+  constructor(sendKey, receiveKey, reader, sendSecret, receiveSecret) {
     this.sendKey = sendKey;
     this.receiveKey = receiveKey;
     this.reader = reader;
+    this.sendSecret = sendSecret;
+    this.receiveSecret = receiveSecret;
   }
+}
+
+/** The message in a version-2 encrypted payload and its own (unpadded, canonical) bytes. */
+function decodeHandshakePayload(payload) {
+  const [msg, body] = decodePadded(payload);
+  if (!equal(encodeMessage(msg), body)) {
+    throw new MalformedMessage("a handshake message not in canonical encoding");
+  }
+  return [msg, body];
 }
 
 class Transcript {
@@ -69,45 +89,52 @@ class Transcript {
 export class ClientHandshake {
   /**
    * @param {object} options
-   * @param {object} [options.suite] the key-exchange suite (default: classical)
-   * @param {function} [options.random] n -> Uint8Array (tests fix it)
-   * @param {Uint8Array[]} [options.fixedShares] fixed private keys (known-answer tests)
+   * @param {number[]} [options.suites] suite ids to offer, best first (default: the hybrid,
+   *   then X25519)
+   * @param {function} [options.rng] n -> Uint8Array: fixed randomness for known-answer tests;
+   *   client_random and every private key then come from it, in the Python reference's order
    */
-  constructor({ suite = classical, random, fixedShares = [] } = {}) {
-    this.suite = suite;
-    this.random = random || ((n) => crypto.getRandomValues(new Uint8Array(n)));
-    this.fixedShares = fixedShares.slice();
+  constructor({ suites = DEFAULT_SUITES, rng = null } = {}) {
+    if (!suites.length || suites.some((s) => !SUITES.has(s)) ||
+        new Set(suites).size !== suites.length) {
+      throw new Error(`bad suite list ${suites}`);
+    }
+    this.offered = suites.slice();
+    this.rng = rng;
+    this.random = rng || ((n) => crypto.getRandomValues(new Uint8Array(n)));
     this.state = HandshakeState.START;
     this.reader = new FrameReader();
     this.transcript = new Transcript();
+    this.keyPairs = new Map();
+    this.suite = null;
   }
 
-  async _share() {
-    return this.suite.keyShare(this.fixedShares.shift());
-  }
-
-  /** The Hello frame. */
+  /** The Hello2 frame: one key share per offered suite. */
   async start() {
     this._expect(HandshakeState.START);
-    this.share = await this._share();
+    this.state = HandshakeState.AWAIT_SERVER_KEY;
     const clientRandom = this.random(32);
+    for (const id of this.offered) {
+      this.keyPairs.set(id, await SUITES.get(id).generate(this.rng));
+    }
+    const shares = [...this.keyPairs].map(([suite, pair]) => ({ suite, share: pair.share }));
     this.helloBody = encodeMessage({
-      type: "Hello", version: this.suite.version, client_random: clientRandom,
-      client_key: this.share.publicKey,
+      type: "Hello2", versions: [PROTOCOL_VERSION], client_random: clientRandom,
+      key_shares: shares,
     });
     this.transcript.add(this.helloBody);
-    this.state = HandshakeState.AWAIT_SERVER_KEY;
     return plainFrame(this.helloBody);
   }
 
   /**
    * Feed received bytes. Returns a list of events:
-   *   {kind: "server-key", fingerprint, identityKey}   decide with accept() / fail
+   *   {kind: "server-key", fingerprint, identityKey, suite}   decide with accept() / fail
    *   {kind: "registered", name} / {kind: "register-refused", code, reason, retryAfterMs}
    *   {kind: "signin-refused", code, reason, retryAfterMs}
    *   {kind: "send", data}                              bytes to write (ClientKey + Finished)
    *   {kind: "done", name, sessionId, serverTimeMs, keys}
-   * Throws ProtocolError, HandshakeRefused or MalformedMessage on failure (then close).
+   * Throws ProtocolError, HandshakeRefused, CryptoFailure or MalformedMessage on failure
+   * (then close).
    */
   async receive(data) {
     this.reader.append(data);
@@ -135,23 +162,28 @@ export class ClientHandshake {
       }
       case HandshakeState.AWAIT_SIGNIN_ANSWER:
       case HandshakeState.AWAIT_REGISTER_ANSWER: {
-        const body = await this.reader.nextEncrypted(this.hsReceive);
-        if (body === null) return null;
-        return this._answer(body);
+        const payload = await this.reader.nextEncrypted(this.hsReceive);
+        if (payload === null) return null;
+        return this._answer(...decodeHandshakePayload(payload));
       }
       case HandshakeState.AWAIT_HELLO_DONE: {
+        // HelloDone comes under the session keys, HelloError under the handshake keys: the
+        // frame's iv (counter 0 under the session key) says which.
         const iv = this.reader.peekIv();
         if (iv === null) return null;
         const session = equal(iv, frameIv(this.sessionReceive.staticIv, 0));
-        const body = await this.reader.nextEncrypted(session ? this.sessionReceive : this.hsReceive);
-        if (body === null) return null;
-        const msg = decodeMessage(body);
+        const payload = await this.reader.nextEncrypted(
+          session ? this.sessionReceive : this.hsReceive);
+        if (payload === null) return null;
+        const [msg] = decodeHandshakePayload(payload);
         if (session && msg.type === "HelloDone") {
           this.state = HandshakeState.DONE;
+          const keys = new SessionKeys(this.sessionSend, this.sessionReceive, this.reader,
+            this.secrets.client, this.secrets.server);
+          this.secrets = null;
           return {
             kind: "done", name: msg.name, sessionId: msg.session_id,
-            serverTimeMs: msg.server_time_ms,
-            keys: new SessionKeys(this.sessionSend, this.sessionReceive, this.reader),
+            serverTimeMs: msg.server_time_ms, keys,
           };
         }
         if (!session && (msg.type === "HelloError" || msg.type === "Error")) {
@@ -171,23 +203,38 @@ export class ClientHandshake {
   async _serverKey(body) {
     const msg = decodeMessage(body);
     if (msg.type === "Error") throw new HandshakeRefused(msg.code, unauthenticatedReason(msg.code));
-    if (msg.type !== "ServerKey") throw new ProtocolError(107, `unexpected ${msg.type}`);
-    const tbs = encode([2, msg.server_random, msg.server_key, msg.identity_key]);
-    const signed = concat(encoder.encode(this.suite.signatureContext), new Uint8Array(1),
+    if (msg.type !== "ServerKey2") throw new ProtocolError(107, `unexpected ${msg.type}`);
+    if (!equal(encodeMessage(msg), body)) {
+      throw new MalformedMessage("a handshake message not in canonical encoding");
+    }
+    // Signed over Hello2 as we sent it: a share stripped on the way changes what the server
+    // signed, so a downgrade fails here, before anything secret is sent.
+    const tbs = encode([14, msg.version, msg.suite, msg.server_random, msg.server_share,
+      msg.identity_key]);
+    const signed = concat(encoder.encode(SIGNATURE_CONTEXT_V2), new Uint8Array(1),
       await sha256(concat(uint32(this.helloBody.length), this.helloBody, uint32(tbs.length), tbs)));
     if (!(await ed25519Verify(msg.identity_key, msg.signature, signed))) {
       throw new ProtocolError(113, "the server's signature does not verify");
     }
+    if (msg.version !== PROTOCOL_VERSION || !this.keyPairs.has(msg.suite)) {
+      throw new ProtocolError(108,
+        `the server chose version ${msg.version}, suite ${msg.suite}, which were not offered`);
+    }
     this.transcript.add(body);
-    const ikm = await this.suite.sharedSecret(this.share, msg.server_key);
-    this.share = null;
-    const okm = await hkdf(await this.transcript.hash(), ikm, this.suite.handshakeInfo, 88);
-    this.hsSend = await FrameKey.create(okm.slice(0, 32), okm.slice(64, 76));
-    this.hsReceive = await FrameKey.create(okm.slice(32, 64), okm.slice(76, 88));
+    const pair = this.keyPairs.get(msg.suite);
+    this.keyPairs.clear(); // the other offered suites' private keys are never used
+    this.suite = SUITES.get(msg.suite);
+    this.hsSecret = await handshakeSecret(await pair.decapsulate(msg.server_share));
+    const traffic = await handshakeTraffic(this.hsSecret, await this.transcript.hash());
+    this.hsSend = await FrameKey.fromTrafficSecret(traffic.client);
+    this.hsReceive = await FrameKey.fromTrafficSecret(traffic.server);
     this.identityKey = msg.identity_key;
     this.fingerprint = await fingerprint(msg.identity_key);
     this.state = HandshakeState.AWAIT_IDENTITY_DECISION;
-    return { kind: "server-key", fingerprint: this.fingerprint, identityKey: msg.identity_key };
+    return {
+      kind: "server-key", fingerprint: this.fingerprint, identityKey: msg.identity_key,
+      suite: this.suite.name,
+    };
   }
 
   /** The user (or the pin) accepted the server's identity; credentials may be sent. */
@@ -196,26 +243,25 @@ export class ClientHandshake {
     this.state = HandshakeState.READY;
   }
 
-  async _sendHs(msg) {
+  async _sendHs(msg, credentials = false) {
     const body = encodeMessage(msg);
     this.transcript.add(body);
-    return this.hsSend.seal(body);
+    return this.hsSend.seal(padMessage(body, credentials));
   }
 
   async signin(name, password, deviceId) {
     this._expect(HandshakeState.READY);
     this.state = HandshakeState.AWAIT_SIGNIN_ANSWER;
-    return this._sendHs({ type: "Signin", name, password, device_id: deviceId });
+    return this._sendHs({ type: "Signin", name, password, device_id: deviceId }, true);
   }
 
   async register(name, password) {
     this._expect(HandshakeState.READY);
     this.state = HandshakeState.AWAIT_REGISTER_ANSWER;
-    return this._sendHs({ type: "Register", name, password });
+    return this._sendHs({ type: "Register", name, password }, true);
   }
 
-  async _answer(body) {
-    const msg = decodeMessage(body);
+  async _answer(msg, body) {
     const signin = this.state === HandshakeState.AWAIT_SIGNIN_ANSWER;
     const allowed = signin ? ["Nck", "Ack"] : ["NckRegister", "AckRegister"];
     if (msg.type === "Error" || msg.type === "HelloError") {
@@ -235,17 +281,19 @@ export class ClientHandshake {
       this.state = HandshakeState.READY;
       return { kind: "registered", name: msg.name };
     }
-    // Ack(B): ClientKey under the handshake key, then Finished under the session key.
-    const share = await this._share();
-    const clientKeyFrame = await this._sendHs({ type: "ClientKey", client_key: share.publicKey });
-    const ikm = await this.suite.sharedSecret(share, msg.server_key);
-    const th = await this.transcript.hash();
-    const okm = await hkdf(th, ikm, this.suite.sessionInfo, 120);
-    this.sessionSend = await FrameKey.create(okm.slice(0, 32), okm.slice(64, 76));
-    this.sessionReceive = await FrameKey.create(okm.slice(32, 64), okm.slice(76, 88));
-    const verifyData = await hmacSha256(okm.slice(88, 120), th);
+    // Ack: the response to the server's share (ClientKey, handshake key), then Finished under
+    // the session key. The second exchange's secret is chained onto the first one's.
+    const { secret, response } = await this.suite.encapsulate(msg.server_key, this.rng);
+    const clientKeyFrame = await this._sendHs({ type: "ClientKey", client_key: response });
+    const h2 = await this.transcript.hash();
+    const master = await masterSecret(this.hsSecret, secret, h2);
+    this.hsSecret = null;
+    this.secrets = await applicationTraffic(master, h2);
+    this.sessionSend = await FrameKey.fromTrafficSecret(this.secrets.client);
+    this.sessionReceive = await FrameKey.fromTrafficSecret(this.secrets.server);
+    const verifyData = await hmacSha256(this.secrets.finishedKey, h2);
     const finished = await this.sessionSend.seal(
-      encodeMessage({ type: "Finished", verify_data: verifyData }));
+      padMessage(encodeMessage({ type: "Finished", verify_data: verifyData })));
     this.state = HandshakeState.AWAIT_HELLO_DONE;
     return { kind: "send", data: concat(clientKeyFrame, finished) };
   }

@@ -1,7 +1,7 @@
 // Layer 2: the message table of docs/protocol.rst, with every field's type checked both ways.
 // A message is a plain object: { type: "Chat", req: 2, ... }.
 
-import { decode, encode, MalformedMessage } from "./msgpack.js";
+import { decode, decodePrefix, encode, MalformedMessage } from "./msgpack.js";
 import { encoder } from "./bytes.js";
 
 const NAME = /^[a-z0-9][a-z0-9_.-]{0,31}$/;
@@ -38,6 +38,7 @@ const RECORDS = {
     ["member_count", T.u32]],
   MemberInfo: [["name", T.name], ["role", T.str(0, 16)], ["online", T.bool],
     ["last_seen_ms", T.nil(T.u63)]],
+  KeyShare: [["suite", T.u16], ["share", T.bin(32, 2048)]],
   HistoryEntry: [["conv_seq", T.u63], ["sender", T.name], ["to", T.nil(T.name)],
     ["server_time_ms", T.u63], ["content_type", T.u8], ["body", T.bin(0, 65536)],
     ["image", "?ImageInfo"]],
@@ -53,14 +54,19 @@ export const MESSAGES = {
     ["identity_key", T.bin(32)], ["signature", T.bin(64)]],
   Signin: [3, ["name", T.name], ["password", password], ["device_id", T.bin(16)]],
   Register: [4, ["name", T.name], ["password", password]],
-  Ack: [5, ["server_key", T.bin(32)]],
+  // 32 bytes in version 1; the suite's share / response length in version 2.
+  Ack: [5, ["server_key", T.bin(32, 2048)]],
   Nck: [6, ["code", T.u16], ["reason", reason], ["retry_after_ms", T.u32]],
   AckRegister: [7, ["name", T.name]],
   NckRegister: [8, ["code", T.u16], ["reason", reason], ["retry_after_ms", T.u32]],
-  ClientKey: [9, ["client_key", T.bin(32)]],
+  ClientKey: [9, ["client_key", T.bin(32, 2048)]],
   Finished: [10, ["verify_data", T.bin(32)]],
   HelloDone: [11, ["name", T.name], ["session_id", T.bin(16)], ["server_time_ms", T.u63]],
   HelloError: [12, ["code", T.u16], ["reason", reason]],
+  Hello2: [13, ["versions", T.array(8, T.u16)], ["client_random", T.bin(32)],
+    ["key_shares", "[]KeyShare"]],
+  ServerKey2: [14, ["version", T.u16], ["suite", T.u16], ["server_random", T.bin(32)],
+    ["server_share", T.bin(32, 2048)], ["identity_key", T.bin(32)], ["signature", T.bin(64)]],
   Error: [32, ["req", T.u32], ["code", T.u16], ["reason", reason], ["names", names]],
   Ok: [33, ["req", T.u32]],
   Create: [34, ["req", T.u32], ["peer", T.name]],
@@ -106,6 +112,7 @@ export const MESSAGES = {
   Ping: [64, ["nonce", T.u63]],
   Pong: [65, ["nonce", T.u63]],
   GroupSetRole: [66, ["req", T.u32], ["group_id", T.u63], ["names", names], ["admin", T.bool]],
+  KeyUpdate: [67],
 };
 
 const BY_NUMBER = new Map(Object.entries(MESSAGES).map(([name, [n]]) => [n, name]));
@@ -180,6 +187,48 @@ export function decodeMessage(bytes) {
     msg[field] = decodeField(spec, arr[i + 1], `${type}.${field}`);
   });
   return msg;
+}
+
+/**
+ * Version 2's padded payload (docs/protocol.rst, "Padding in version 2"): one message, then
+ * only zero bytes (else BAD_PADDING, 104). Returns ``[message, the message's own bytes]``.
+ */
+export function decodePadded(payload) {
+  const [, length] = decodePrefix(payload);
+  for (let i = length; i < payload.length; i++) {
+    if (payload[i] !== 0) throw new PaddingError();
+  }
+  const body = payload.subarray(0, length);
+  return [decodeMessage(body), body];
+}
+
+export class PaddingError extends Error {
+  constructor() {
+    super("a padding byte after the message is not zero");
+    this.code = 104;
+  }
+}
+
+/** Signin and Register are always this long; docs/protocol.rst, "Padding in version 2". */
+export const CREDENTIALS_SIZE = 1088;
+const MIN_BUCKET = 32;
+const LINEAR_STEP = 4096;
+const MAX_MESSAGE_BYTES = 1024 * 1024;
+
+/** The padded size of an ``n``-byte message (not Signin or Register). */
+export function bucketSize(n) {
+  if (n <= MIN_BUCKET) return MIN_BUCKET;
+  if (n <= LINEAR_STEP) return 2 ** Math.ceil(Math.log2(n));
+  return Math.min(Math.ceil(n / LINEAR_STEP) * LINEAR_STEP, Math.max(n, MAX_MESSAGE_BYTES));
+}
+
+/** ``body`` followed by its zero padding (``credentials``: a Signin or Register). */
+export function padMessage(body, credentials = false) {
+  const size = credentials ? CREDENTIALS_SIZE : bucketSize(body.length);
+  if (size <= body.length) return body;
+  const out = new Uint8Array(size);
+  out.set(body);
+  return out;
 }
 
 export const encodeGroupEvent = (ev) => encode(encodeRecord("GroupEvent", ev));

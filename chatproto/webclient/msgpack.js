@@ -196,3 +196,11 @@ export function decode(bytes) {
   if (r.pos !== bytes.length) throw new MalformedMessage("bytes after the MessagePack object");
   return v;
 }
+
+/** Decode the one value at the start of ``bytes``: ``[value, its length in bytes]``. */
+export function decodePrefix(bytes) {
+  if (bytes.length > MAX_LENGTH) throw new MalformedMessage("payload too long");
+  const r = new Reader(bytes);
+  const v = readValue(r, 0);
+  return [v, r.pos];
+}

@@ -1,5 +1,6 @@
 // What the browser keeps in IndexedDB: pinned server fingerprints, the device id, per-account
-// delivery cursors and the outbox of unacknowledged messages. Never passwords or keys.
+// delivery cursors, conversation lists, delivery marks (receipts) and the outbox of
+// unacknowledged messages. Never passwords or keys.
 
 const DB_NAME = "chatproto";
 const DB_VERSION = 1;
@@ -63,6 +64,10 @@ export class LocalStore {
   /** The account's conversation list (titles and last lines; messages come from History). */
   async conversations(account) { return (await this.get("meta", `convs:${account}`)) || []; }
   saveConversations(account, list) { return this.put("meta", `convs:${account}`, list); }
+
+  /** The account's delivery marks: receipts per conversation and member (marks.js). */
+  async marks(account) { return (await this.get("meta", `marks:${account}`)) || []; }
+  saveMarks(account, rows) { return this.put("meta", `marks:${account}`, rows); }
 
   /** The account's unacknowledged messages, oldest first. */
   async outbox(account) {

@@ -41,6 +41,10 @@ CHROMIUM = "/usr/bin/chromium"
 #: Playwright's default for every expect()/wait in these tests (milliseconds).
 EXPECT_MS = 15000
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+#: ``CHATPROTO_SCREENSHOTS=docs`` makes the tests refresh the README's screenshots in docs/
+#: (another value names a directory); by default they go to the test run's temporary
+#: directory, so a normal test run leaves the tree clean.
+SCREENSHOTS_ENV = "CHATPROTO_SCREENSHOTS"
 
 
 @dataclass
@@ -103,6 +107,23 @@ def start_web_server(directory: Path, extra: list[str] | None = None) -> WebServ
     server = WebServer(directory, free_port(), free_port(), extra or [])
     server.start()
     return server
+
+
+def screenshot_directory(target: str, default: Path) -> Path:
+    """The directory named by :data:`SCREENSHOTS_ENV`'s value ``target``: ``docs`` is the
+    README's docs/, another value a directory (created), empty the test run's ``default``."""
+    if not target:
+        return default
+    directory = DOCS if target == "docs" else Path(target)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the tests' screenshots go (see :data:`SCREENSHOTS_ENV`)."""
+    return screenshot_directory(os.environ.get(SCREENSHOTS_ENV, ""),
+                                tmp_path_factory.mktemp("screenshots"))
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +281,7 @@ def cli(web_server: WebServer, tmp_path: Path) -> Cli:
 
 
 def sign_up(page: Any, server: WebServer, name: str, *, register: bool = True,
-            pin: bool = True, screenshot: str | None = None) -> None:
+            pin: bool = True, screenshot: Path | None = None) -> None:
     """Open the client, accept the server's fingerprint (first contact), register or sign in,
     and wait for the conversation screen."""
     page.goto(server.url + (f"#fp={server.fingerprint}" if not pin else ""))
@@ -268,7 +289,7 @@ def sign_up(page: Any, server: WebServer, name: str, *, register: bool = True,
     page.fill("#signin-name", name)
     page.fill("#signin-password", PASSWORD)
     if screenshot:
-        page.screenshot(path=str(DOCS / screenshot))
+        page.screenshot(path=str(screenshot))
     page.click("#register-button" if register else "#signin-button")
     if pin:
         trust = page.locator("#trust-screen")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from chatproto.server import web
 from chatproto.server.tap import Options
-from tests.web.conftest import WebServer
+from tests.web.conftest import DOCS, WebServer, screenshot_directory
 
 
 def _request(headers: dict[bytes, bytes], peer: str = "10.0.0.5", secure: bool = False
@@ -327,3 +328,13 @@ def test_text_message_on_the_real_server_is_closed_1003(web_server: WebServer) -
     sock.sendall(ws.send(TextMessage(data="hello")))
     assert _close_code(sock, ws) == 1003
     sock.close()
+
+
+def test_screenshots_go_to_docs_only_when_asked(tmp_path: Path) -> None:
+    """A normal test run writes its screenshots into its temporary directory (the tracked
+    docs/*.png stay untouched); CHATPROTO_SCREENSHOTS=docs refreshes docs/, another value
+    names a directory."""
+    assert screenshot_directory("", tmp_path) == tmp_path
+    assert screenshot_directory("docs", tmp_path) == DOCS
+    assert screenshot_directory(str(tmp_path / "shots"), tmp_path) == tmp_path / "shots"
+    assert (tmp_path / "shots").is_dir()
