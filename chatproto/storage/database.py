@@ -547,7 +547,9 @@ class GroupCommitter:
 
     A function with a ``batch`` attribute is called once for a run of consecutive operations
     of that function, as ``fn.batch(txn, [args, ...])``, returning ``(ok, value)`` per
-    operation; it must refuse an operation only before writing anything for it.
+    operation; it must refuse an operation only before writing anything for it. A function
+    whose ``runs_first`` attribute is true runs before the rest of its batch (its results
+    still come back in submission order): it must not depend on the batch's other writes.
     Any other operation runs inside its own SAVEPOINT: one that raises one of ``isolated``
     (refusals such as an unknown user) or a unique violation is rolled back alone and fails
     alone; anything else fails the whole batch. Every Deferred fires only
@@ -608,6 +610,21 @@ class GroupCommitter:
 
     def _run_batch(self, txn: Transaction,
                    ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[tuple[bool, Any]]:
+        # Operations marked ``runs_first`` (acknowledgements: they only read what earlier
+        # commits logged) go ahead of the others, so they never split a run of appends.
+        first = [i for i, (fn, _) in enumerate(ops) if getattr(fn, "runs_first", False)]
+        if first and len(first) < len(ops):
+            chosen = set(first)
+            order = first + [i for i in range(len(ops)) if i not in chosen]
+            shuffled = self._run_ops(txn, [ops[i] for i in order])
+            results: list[tuple[bool, Any]] = [(False, None)] * len(ops)
+            for i, result in zip(order, shuffled, strict=True):
+                results[i] = result
+            return results
+        return self._run_ops(txn, ops)
+
+    def _run_ops(self, txn: Transaction,
+                 ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[tuple[bool, Any]]:
         results: list[tuple[bool, Any]] = []
         i = 0
         while i < len(ops):

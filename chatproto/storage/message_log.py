@@ -15,7 +15,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from chatproto.storage import append_batch
+from chatproto.storage import acknowledgements, append_batch
 from chatproto.storage.database import Database, GroupCommitter, Transaction
 from chatproto.storage.lookups import (
     direct_key,
@@ -102,47 +102,10 @@ class MessageLogStore:
     def acknowledge(self, user: str, device_id: bytes, up_to: int,
                     now_ms: int) -> Deferred[list[DeliveredReceipt]]:
         """Move the device's cursor forward to ``up_to`` (never back) and return, per
-        conversation and sender, the highest conv_seq newly delivered (for receipts).
+        conversation and sender, the highest conv_seq newly delivered (for receipts); the
+        acks of one group commit are applied together (:mod:`acknowledgements`).
         ``now_ms`` is not stored (no device keeps a last-seen time)."""
-
-        def txn_fn(txn: Transaction) -> list[DeliveredReceipt]:
-            user_id_ = user_id(txn, user)
-            txn.execute(
-                "SELECT acked_seq FROM devices WHERE user_id = ? AND device_id = ?",
-                (user_id_, device_id),
-            )
-            row = txn.fetchone()
-            previous = 0 if row is None else int(row[0])
-            if up_to <= previous:
-                return []
-            txn.execute("SELECT next_seq FROM users WHERE id = ?", (user_id_,))
-            up_to_valid = min(up_to, int(one(txn)[0]))
-            if row is None:
-                txn.execute(
-                    "INSERT INTO devices (user_id, device_id, acked_seq) VALUES (?, ?, ?)",
-                    (user_id_, device_id, up_to_valid),
-                )
-            else:
-                txn.execute(
-                    "UPDATE devices SET acked_seq = ?"
-                    " WHERE user_id = ? AND device_id = ? AND acked_seq < ?",
-                    (up_to_valid, user_id_, device_id, up_to_valid),
-                )
-            txn.execute(
-                "SELECT m.sender_name, c.kind, c.id, MAX(m.conv_seq)"
-                " FROM deliveries d JOIN messages m ON m.id = d.message_id"
-                " JOIN conversations c ON c.id = m.conversation_id"
-                " WHERE d.user_id = ? AND d.user_seq > ? AND d.user_seq <= ?"
-                " AND m.sender_name <> ? AND m.content_type <> ?"
-                " GROUP BY m.sender_name, c.kind, c.id",
-                (user_id_, previous, up_to_valid, user, ContentType.EVENT),
-            )
-            return [
-                DeliveredReceipt(str(s), 0 if k == "direct" else int(cid), int(seq))
-                for s, k, cid, seq in txn.fetchall()
-            ]
-
-        return self.writes.submit(txn_fn)
+        return self.writes.submit(acknowledgements.acknowledge, user, device_id, up_to, now_ms)
 
     def history(self, user: str, group_id: int, peer: str | None, before_seq: int,
                 limit: int) -> Deferred[HistoryPage]:
