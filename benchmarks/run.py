@@ -31,11 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks import xmpp_loadgen
 from benchmarks.common import raise_nofile
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TWISTD = BIN / "twistd"
+PROSODY = shutil.which("prosody") or "/usr/bin/prosody"
 
 FAST_HASHING = ["--insecure-fast-hashing", "--argon2-memory-kib", "8", "--argon2-iterations", "1"]
 OPEN_LIMITS = ["--max-connections-per-ip", "30000", "--max-handshakes", "20000",
@@ -48,6 +50,32 @@ POSTGRES_DSN = os.environ.get("CHATPROTO_BENCH_POSTGRES",
                               "postgresql://postgres@127.0.0.1:5432/test")
 #: A baseline round deviating by more than this from the other rounds' median is repeated.
 NOISE = 0.20
+
+#: Prosody's configuration for the peer scenarios: plaintext c2s on one loopback port, SASL
+#: ANONYMOUS, no s2s/HTTP; with ``{mam}`` every chat message is archived (mod_mam on SQLite).
+PROSODY_CONFIG = """
+pidfile = "{dir}/prosody.pid"
+data_path = "{dir}"
+log = {{ warn = "*console" }}
+c2s_ports = {{ {port} }}
+c2s_interfaces = {{ "127.0.0.1" }}
+s2s_ports = {{ }}
+http_ports = {{ }}
+https_ports = {{ }}
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+modules_enabled = {{ "saslauth", "disco", "ping" {mam_module} }}
+modules_disabled = {{ "s2s", "tls", "offline", "c2s_limits", "limits" }}
+{storage}
+VirtualHost "{domain}"
+    authentication = "anonymous"
+"""
+PROSODY_MAM = """
+storage = "sql"
+sql = {{ driver = "SQLite3", database = "{dir}/prosody.sqlite" }}
+default_archive_policy = true
+archive_expires_after = "never"
+"""
 
 ARGON2_PROBE = """
 import os, sys, time
@@ -71,21 +99,37 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def pin(core: int | None) -> Any:
-    if core is None:
+def pin(core: int | None, user: str | None = None) -> Any:
+    """The child's set-up: pinned to ``core``; as ``user`` if given and we are root."""
+    account = None
+    if user is not None and os.getuid() == 0:
+        import pwd
+
+        account = pwd.getpwnam(user)
+    if core is None and account is None:
         return None
-    return lambda: os.sched_setaffinity(0, {core})
+
+    def setup() -> None:
+        if core is not None:
+            os.sched_setaffinity(0, {core})
+        if account is not None:
+            os.setgroups([])
+            os.setgid(account.pw_gid)
+            os.setuid(account.pw_uid)
+
+    return setup
 
 
 class Proc:
     """A subprocess (server or relay) with its log file; killed by ``stop``."""
 
-    def __init__(self, name: str, argv: list[str], log: Path, core: int | None) -> None:
+    def __init__(self, name: str, argv: list[str], log: Path, core: int | None,
+                 user: str | None = None) -> None:
         self.name = name
         self.log = log
         self.logf = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.p = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT, cwd=ROOT,
-                                  preexec_fn=pin(core), start_new_session=True)
+                                  preexec_fn=pin(core, user), start_new_session=True)
         self.pid = self.p.pid
 
     def wait_port(self, port: int, timeout: float = 30.0) -> None:
@@ -151,6 +195,15 @@ def scenarios(full: bool) -> list[Scenario]:
                  backend="postgres", rounds=r),
     ]
     if full:
+        # The peer: Prosody without storage and with mod_mam on SQLite, same load shapes.
+        out += [
+            Scenario("peer-pipelined", "Prosody, pipelined (50 pairs x 100 in flight, 100 B)",
+                     "xmpp", dict(pairs=50, window=100, warmup=w, duration=d),
+                     targets=("prosody", "prosody-mam"), rounds=r),
+            Scenario("peer-one50", "Prosody, one in flight (50 pairs)", "xmpp",
+                     dict(pairs=50, window=1, warmup=w, duration=d),
+                     targets=("prosody", "prosody-mam"), rounds=r),
+        ]
         out.append(Scenario("one500", "direct chat, one in flight (500 pairs)", "direct",
                             dict(pairs=500, window=1, warmup=w, duration=d), rounds=r))
     out += [
@@ -216,6 +269,27 @@ class Runner:
         self.schemas.append(name)
         return f"{POSTGRES_DSN}?options=-csearch_path%3D{name}"
 
+    def start_prosody(self, key: str, archive: bool) -> tuple[Proc, int]:
+        """Prosody (Debian's package; make bench-full installs it) as this run's own process,
+        on a free loopback port, with a fresh data directory."""
+        port = free_port()
+        data = Path(tempfile.mkdtemp(prefix=f"prosody-{key}-", dir=self.tmp))
+        # Prosody refuses to run as root: as root, it runs as Debian's "prosody" user.
+        self.tmp.chmod(0o755)
+        data.chmod(0o777)
+        (data / "certs").mkdir()  # none needed (plaintext c2s); an empty one keeps it quiet
+        config = PROSODY_CONFIG.format(
+            dir=data, port=port, domain=xmpp_loadgen.DOMAIN,
+            mam_module=', "mam"' if archive else "",
+            storage=PROSODY_MAM.format(dir=data) if archive else "")
+        (data / "prosody.cfg.lua").write_text(config)
+        argv = [PROSODY, "--config", str(data / "prosody.cfg.lua"), "-F"]
+        name = f"prosody{'-mam' if archive else ''}-{key}"
+        proc = Proc(name, argv, self.outdir / f"{name}.log", self.server_core, user="prosody")
+        self.procs.append(proc)
+        proc.wait_port(port, 30)
+        return proc, port
+
     def start_relay(self, key: str) -> tuple[Proc, int]:
         port = free_port()
         argv = [sys.executable, "-m", "benchmarks.relay", "--port", str(port)]
@@ -232,11 +306,20 @@ class Runner:
     def loadgen(self, sc: Scenario, target: str, port: int, pid: int,
                 rnd: int) -> dict[str, Any]:
         self.counter += 1
+        if sc.loadgen == "xmpp":
+            argv = [sys.executable, "-m", "benchmarks.xmpp_loadgen", "--port", str(port),
+                    "--params", json.dumps(sc.params), "--server-pid", str(pid),
+                    "--timeout", str(sc.timeout)]
+            return self.run_loadgen(sc, target, rnd, argv)
         argv = [sys.executable, "-m", "benchmarks.loadgen", "--target", target,
                 "--port", str(port), "--scenario", sc.loadgen, "--params",
                 json.dumps(sc.params), "--server-pid", str(pid),
                 "--prefix", f"{sc.key[:6]}{rnd}x", "--index-base", str(self.counter * 100_000),
                 "--timeout", str(sc.timeout)]
+        return self.run_loadgen(sc, target, rnd, argv)
+
+    def run_loadgen(self, sc: Scenario, target: str, rnd: int,
+                    argv: list[str]) -> dict[str, Any]:
         if self.gen_core is not None:
             argv += ["--core", str(self.gen_core)]
         log = self.outdir / f"loadgen-{sc.key}-{target}-{rnd}.log"
@@ -257,6 +340,8 @@ class Runner:
         for target in sc.targets:
             if target == "relay":
                 proc, port = self.start_relay(sc.key)
+            elif target.startswith("prosody"):
+                proc, port = self.start_prosody(sc.key, archive=target == "prosody-mam")
             else:
                 proc, port = self.start_server(sc.key, sc.hashing, sc.backend)
             try:
@@ -279,7 +364,7 @@ class Runner:
     def repeat_noisy(self, sc: Scenario, target: str, port: int, pid: int,
                      runs: list[dict[str, Any]]) -> None:
         """Run again (at most ``sc.rounds`` times in all) a round whose figure deviates by
-        more than :data:`NOISE` from the median of the other rounds: a busy moment of the
+        more than :data:`NOISE` from the median of the rounds: a busy moment of the
         machine, not the code. The replaced rounds are kept in ``sc.discarded``."""
         for _ in range(sc.rounds):
             worst, dev = noisiest(runs, sc.figure)
@@ -316,16 +401,16 @@ class Runner:
 
 
 def noisiest(runs: list[dict[str, Any]], figure: str) -> tuple[int | None, float]:
-    """The round whose ``figure`` deviates most from the median of the other rounds, and by
-    how much (relative); (None, 0) with fewer than 3 usable rounds."""
+    """The round whose ``figure`` deviates most from the median of all rounds, and by how
+    much (relative); (None, 0) with fewer than 3 usable rounds. A round without the figure
+    (an error) counts as fully off."""
     values = [r.get(figure) for r in runs]
-    if sum(isinstance(v, int | float) for v in values) < 3:
+    usable = [float(v) for v in values if isinstance(v, int | float)]
+    if len(usable) < 3:
         return None, 0.0
+    ref = statistics.median(usable)
     worst, dev = None, 0.0
     for i, v in enumerate(values):
-        others = [float(x) for j, x in enumerate(values)
-                  if j != i and isinstance(x, int | float)]
-        ref = statistics.median(others)
         d = abs(float(v) / ref - 1) if isinstance(v, int | float) and ref else 1.0
         if d > dev:
             worst, dev = i, d
@@ -433,6 +518,22 @@ def evaluate(scs: list[Scenario], bound: dict[str, Any]) -> list[Row]:
             v, _ = pair(key, "latency", "p99_ms")
             b, _ = pair(base, "latency", "p99_ms")
             rows.append(Row(name, "p99 latency (baseline: SQLite)", v, "ms", b))
+    for key, ours, name in (("peer-pipelined", "pipelined", "pipelined vs Prosody"),
+                            ("peer-one50", "one50", "one in flight, 50 pairs, vs Prosody")):
+        if key not in by or ours not in by:
+            continue
+        v, _ = pair(ours, "msgs_per_s")
+        cpu, _ = pair(ours, "server_cpu_us_per_msg")
+        peer = by[key].results
+        for target, label in (("prosody", "Prosody, no storage"),
+                              ("prosody-mam", "Prosody + mod_mam (SQLite)")):
+            b = med(peer.get(target, []), "msgs_per_s")
+            bcpu = med(peer.get(target, []), "server_cpu_us_per_msg")
+            first = target == "prosody"
+            rows.append(Row(name, f"msgs/s (baseline: {label})", v, "msg/s", b,
+                            ">= 1x" if first else "",
+                            None if not first or v is None or not b else v >= b))
+            rows.append(Row(name, f"server CPU per msg (baseline: {label})", cpu, "us", bcpu))
     v, b = pair("images", "mb_per_s")
     if "images" in by:
         rows.append(Row("64 KiB images", "throughput", v, "MB/s", b, ">= 450 MB/s",
