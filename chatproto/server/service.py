@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,6 +29,7 @@ from chatproto.server.protocol import ChatServerFactory
 from chatproto.server.router import LocalRouter, Router
 from chatproto.server.web import WebSettings
 from chatproto.storage.database import Database
+from chatproto.storage.image_files import ImageFiles, default_image_directory
 from chatproto.storage.store import ChatStore
 from chatproto.wire import messages as m
 from chatproto.wire.handshake import SUPPORTED_VERSIONS
@@ -153,8 +155,10 @@ class ChatService(service.MultiService):
         self.reactor = reactor
         self.database = database
         self.hasher = hasher
+        image_dir = default_image_directory(database.engine, os.environ)
+        files = None if image_dir is None else ImageFiles(image_dir)
         self.server = ChatServer(reactor=reactor, identity=identity,
-                                 store=ChatStore(database), hasher=hasher,
+                                 store=ChatStore(database, files=files), hasher=hasher,
                                  limits=limits,
                                  versions=versions)
         self.factory = ChatServerFactory(self.server)
