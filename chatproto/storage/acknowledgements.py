@@ -81,11 +81,11 @@ def acknowledge_many(txn: Transaction, batch: list[tuple[str, bytes, int, int]])
             ranges.append(_Range(op, uid, user, previous, valid))
     changed = [(uid, dev, seq) for (uid, dev), seq in cursors.items()
                if stored.get((uid, dev), -1) < seq]
-    txn.execute_many(
-        "INSERT INTO devices (user_id, device_id, acked_seq) VALUES (?, ?, ?)"
+    txn.insert_rows(
+        "devices", (("user_id", "bigint"), ("device_id", "bytea"), ("acked_seq", "bigint")),
+        sorted(changed),
         " ON CONFLICT (user_id, device_id) DO UPDATE SET acked_seq = excluded.acked_seq"
-        " WHERE devices.acked_seq < excluded.acked_seq",
-        sorted(changed))
+        " WHERE devices.acked_seq < excluded.acked_seq")
     receipts = _receipts(txn, ranges)
     return [(False, refusals[op]) if op in refusals else (True, receipts.get(op, []))
             for op in range(len(batch))]

@@ -21,6 +21,9 @@ from chatproto.storage.lookups import IN_CHUNK, direct_key, ensure_direct, selec
 from chatproto.storage.records import Appended, Draft, LogEntry
 from chatproto.wire.messages import ContentType
 
+#: The log's columns, for set-based inserts.
+_DELIVERY_COLUMNS = (("user_id", "bigint"), ("user_seq", "bigint"), ("message_id", "bigint"))
+
 #: Messages per multi-row INSERT.
 _INSERT_ROWS = 200
 
@@ -221,10 +224,8 @@ def _write(txn: Transaction, plan: list[_Planned], user_ids: dict[str, int]) -> 
             [v for row in message_rows for v in row],
         )
         message_ids.update({(int(c), int(q)): int(mid) for mid, c, q in txn.fetchall()})
-    txn.execute_many("UPDATE conversations SET next_seq = ? WHERE id = ?",
-                     [(n, i) for i, n in conv_seq.items()])
-    txn.execute_many("UPDATE users SET next_seq = ? WHERE id = ?",
-                     [(n, i) for i, n in user_seq.items()])
+    txn.update_rows("conversations", "next_seq", "id", [(n, i) for i, n in conv_seq.items()])
+    txn.update_rows("users", "next_seq", "id", [(n, i) for i, n in user_seq.items()])
     deliveries: list[tuple[int, int, int]] = []
     appended: list[Appended] = []
     for p in plan:
@@ -239,6 +240,5 @@ def _write(txn: Transaction, plan: list[_Planned], user_ids: dict[str, int]) -> 
                          mid)
         appended.append(Appended(mid, group_id, p.conv_seq, d.now_ms, False, entry,
                                  tuple((id_to_name[uid], useq) for uid, useq in p.user_seqs)))
-    txn.execute_many("INSERT INTO deliveries (user_id, user_seq, message_id) VALUES (?, ?, ?)",
-                     deliveries)
+    txn.insert_rows("deliveries", _DELIVERY_COLUMNS, deliveries)
     return appended

@@ -170,6 +170,14 @@ class _CountingTxn:
         self.statements += 1
         self._txn.execute_many(sql, rows)
 
+    def insert_rows(self, *args: Any) -> None:
+        self.statements += 1
+        self._txn.insert_rows(*args)
+
+    def update_rows(self, *args: Any) -> None:
+        self.statements += 1
+        self._txn.update_rows(*args)
+
     def fetchone(self) -> Any:
         return self._txn.fetchone()
 
