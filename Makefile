@@ -45,5 +45,9 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.run
 
+# bench-full also measures Prosody (Debian's package, mod_mam on SQLite through lua-dbi):
+# installed here when missing; the benchmark starts it as its own process on a free port.
 bench-full: $(BENCH_STAMP)
+	command -v prosody >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq prosody lua-dbi-sqlite3; }
 	$(BIN)/python -m benchmarks.run --full

@@ -21,6 +21,9 @@ from chatproto.storage.lookups import IN_CHUNK, direct_key, ensure_direct, selec
 from chatproto.storage.records import Appended, Draft, LogEntry
 from chatproto.wire.messages import ContentType
 
+#: The log's columns, for set-based inserts.
+_DELIVERY_COLUMNS = (("user_id", "bigint"), ("user_seq", "bigint"), ("message_id", "bigint"))
+
 #: Messages per multi-row INSERT.
 _INSERT_ROWS = 200
 
@@ -207,22 +210,22 @@ def _write(txn: Transaction, plan: list[_Planned], user_ids: dict[str, int]) -> 
             p.user_seqs.append((uid, user_seq[uid]))
         d = p.draft
         rows.append((p.conv_id, p.conv_seq, p.sender_id, d.sender, d.client_msg_id, d.now_ms,
-                     d.content_type, d.body, d.mime, d.sha256))
+                     d.content_type, d.body, d.mime, d.sha256, d.file_sha256,
+                     d.file_size if d.file_sha256 is not None else None))
     message_ids: dict[tuple[int, int], int] = {}
     for i in range(0, len(rows), _INSERT_ROWS):
         message_rows = rows[i : i + _INSERT_ROWS]
-        values = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(message_rows))
+        values = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(message_rows))
         txn.execute(
             "INSERT INTO messages (conversation_id, conv_seq, sender_id, sender_name,"  # noqa: S608
-            " client_msg_id, created_ms, content_type, body, mime, sha256) VALUES "
+            " client_msg_id, created_ms, content_type, body, mime, sha256, file_sha256,"
+            " file_size) VALUES "
             f"{values} RETURNING id, conversation_id, conv_seq",
             [v for row in message_rows for v in row],
         )
         message_ids.update({(int(c), int(q)): int(mid) for mid, c, q in txn.fetchall()})
-    txn.execute_many("UPDATE conversations SET next_seq = ? WHERE id = ?",
-                     [(n, i) for i, n in conv_seq.items()])
-    txn.execute_many("UPDATE users SET next_seq = ? WHERE id = ?",
-                     [(n, i) for i, n in user_seq.items()])
+    txn.update_rows("conversations", "next_seq", "id", [(n, i) for i, n in conv_seq.items()])
+    txn.update_rows("users", "next_seq", "id", [(n, i) for i, n in user_seq.items()])
     deliveries: list[tuple[int, int, int]] = []
     appended: list[Appended] = []
     for p in plan:
@@ -233,9 +236,9 @@ def _write(txn: Transaction, plan: list[_Planned], user_ids: dict[str, int]) -> 
         entry = LogEntry(group_id, d.sender, d.to if p.direct else None, p.conv_seq, d.now_ms,
                          d.client_msg_id, d.content_type,
                          None if d.content_type == ContentType.IMAGE else d.body, d.mime,
-                         d.sha256, len(d.body), mid)
+                         d.sha256, d.file_size if d.file_sha256 is not None else len(d.body),
+                         mid)
         appended.append(Appended(mid, group_id, p.conv_seq, d.now_ms, False, entry,
                                  tuple((id_to_name[uid], useq) for uid, useq in p.user_seqs)))
-    txn.execute_many("INSERT INTO deliveries (user_id, user_seq, message_id) VALUES (?, ?, ?)",
-                     deliveries)
+    txn.insert_rows("deliveries", _DELIVERY_COLUMNS, deliveries)
     return appended

@@ -158,6 +158,22 @@ class Engine(abc.ABC):
     def execute_many(self, cursor: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         cursor.executemany(sql, rows)
 
+    def insert_rows(self, cursor: Any, table: str, columns: Sequence[tuple[str, str]],
+                    rows: Sequence[Sequence[Any]], suffix: str = "") -> None:
+        """``INSERT INTO table`` many rows; ``columns`` are (name, SQL type) pairs and
+        ``suffix`` follows the rows (e.g. ``ON CONFLICT ...``). An executemany here."""
+        marks = ", ".join("?" * len(columns))
+        names = ", ".join(c for c, _ in columns)
+        sql = f"INSERT INTO {table} ({names}) VALUES ({marks}){suffix}"  # noqa: S608 - our names
+        self.execute_many(cursor, self.convert_sql(sql), rows)
+
+    def update_rows(self, cursor: Any, table: str, column: str, key: str,
+                    rows: Sequence[tuple[int, int]]) -> None:
+        """``UPDATE table SET column = value WHERE key = k`` for many (value, k) integer
+        pairs. An executemany here."""
+        sql = f"UPDATE {table} SET {column} = ? WHERE {key} = ?"  # noqa: S608 - our names
+        self.execute_many(cursor, self.convert_sql(sql), rows)
+
     def describe(self) -> str:
         return self.name
 
@@ -282,6 +298,20 @@ class PostgresEngine(Engine):
     def execute_many(self, cursor: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self._execute_batch(cursor, sql, rows)
 
+    def insert_rows(self, cursor: Any, table: str, columns: Sequence[tuple[str, str]],
+                    rows: Sequence[Sequence[Any]], suffix: str = "") -> None:
+        # One statement, one plan, one round trip: the rows travel as one array per column.
+        arrays = ", ".join(f"%s::{t}[]" for _, t in columns)
+        names = ", ".join(c for c, _ in columns)
+        cursor.execute(f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}){suffix}",  # noqa: S608
+                       [list(col) for col in zip(*rows, strict=True)])
+
+    def update_rows(self, cursor: Any, table: str, column: str, key: str,
+                    rows: Sequence[tuple[int, int]]) -> None:
+        cursor.execute(f"UPDATE {table} SET {column} = v.value FROM unnest(%s::bigint[],"  # noqa: S608
+                       f" %s::bigint[]) AS v (value, k) WHERE {table}.{key} = v.k",
+                       [[v for v, _ in rows], [k for _, k in rows]])
+
     def describe(self) -> str:
         # Never show a password that might be in the DSN.
         return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", self.dsn)
@@ -319,6 +349,21 @@ class Transaction:
         rows = [tuple(r) for r in rows]
         if rows:
             self.engine.execute_many(self._cursor, self.engine.convert_sql(sql), rows)
+
+    def insert_rows(self, table: str, columns: Sequence[tuple[str, str]],
+                    rows: Iterable[Sequence[Any]], suffix: str = "") -> None:
+        """Insert many rows set-based (PostgreSQL: one statement over arrays, ``unnest``);
+        ``columns`` are (name, SQL type) pairs, ``suffix`` e.g. an ``ON CONFLICT`` clause."""
+        rows = [tuple(r) for r in rows]
+        if rows:
+            self.engine.insert_rows(self._cursor, table, columns, rows, suffix)
+
+    def update_rows(self, table: str, column: str, key: str,
+                    rows: Iterable[tuple[int, int]]) -> None:
+        """Set ``column`` to the value for each (value, key) pair, set-based."""
+        pairs = [(int(v), int(k)) for v, k in rows]
+        if pairs:
+            self.engine.update_rows(self._cursor, table, column, key, pairs)
 
     def fetchone(self) -> tuple[Any, ...] | None:
         row = self._cursor.fetchone()
@@ -547,7 +592,9 @@ class GroupCommitter:
 
     A function with a ``batch`` attribute is called once for a run of consecutive operations
     of that function, as ``fn.batch(txn, [args, ...])``, returning ``(ok, value)`` per
-    operation; it must refuse an operation only before writing anything for it.
+    operation; it must refuse an operation only before writing anything for it. A function
+    whose ``runs_first`` attribute is true runs before the rest of its batch (its results
+    still come back in submission order): it must not depend on the batch's other writes.
     Any other operation runs inside its own SAVEPOINT: one that raises one of ``isolated``
     (refusals such as an unknown user) or a unique violation is rolled back alone and fails
     alone; anything else fails the whole batch. Every Deferred fires only
@@ -608,6 +655,21 @@ class GroupCommitter:
 
     def _run_batch(self, txn: Transaction,
                    ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[tuple[bool, Any]]:
+        # Operations marked ``runs_first`` (acknowledgements: they only read what earlier
+        # commits logged) go ahead of the others, so they never split a run of appends.
+        first = [i for i, (fn, _) in enumerate(ops) if getattr(fn, "runs_first", False)]
+        if first and len(first) < len(ops):
+            chosen = set(first)
+            order = first + [i for i in range(len(ops)) if i not in chosen]
+            shuffled = self._run_ops(txn, [ops[i] for i in order])
+            results: list[tuple[bool, Any]] = [(False, None)] * len(ops)
+            for i, result in zip(order, shuffled, strict=True):
+                results[i] = result
+            return results
+        return self._run_ops(txn, ops)
+
+    def _run_ops(self, txn: Transaction,
+                 ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[tuple[bool, Any]]:
         results: list[tuple[bool, Any]] = []
         i = 0
         while i < len(ops):

@@ -11,17 +11,22 @@ so concurrent senders cannot deadlock.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
+from twisted.internet import threads
 from twisted.internet.defer import Deferred
 
-from chatproto.storage import append_batch
+from chatproto.storage import acknowledgements, append_batch
 from chatproto.storage.database import Database, GroupCommitter, Transaction
+from chatproto.storage.errors import StoreError
+from chatproto.storage.image_files import ImageFiles
 from chatproto.storage.lookups import (
     direct_key,
     direct_to,
     one,
     require_group_member,
+    select_in,
     user_id,
     user_ids,
 )
@@ -43,18 +48,32 @@ _BODY_UNLESS_IMAGE = f"CASE WHEN m.content_type = {ContentType.IMAGE} THEN NULL 
 class MessageLogStore:
     """Appends and reads of the message log, and the device cursors over it."""
 
-    def __init__(self, db: Database, writes: GroupCommitter) -> None:
+    def __init__(self, db: Database, writes: GroupCommitter,
+                 files: ImageFiles | None = None) -> None:
         self.db = db
         self.writes = writes
+        #: Where image bodies go (None: in the messages table, as before migration 005).
+        self.files = files
 
     def append_message(self, draft: Draft) -> Deferred[Appended]:
         """Store a chat message and append it to every member's log (one transaction).
 
+        An image's body is first written to its file and synced (off the reactor), so the
+        commit, and the SendAck after it, follow the bytes reaching the disk.
         A message whose (sender, client_msg_id) is already stored is not stored again: the
         original's sequence number comes back with ``duplicate`` set. UnknownUsers,
         UnknownGroup, NotAMember.
         """
-        return self.writes.submit(append_batch.append_message, draft)
+        files = self.files
+        if files is None or draft.content_type != ContentType.IMAGE:
+            return self.writes.submit(append_batch.append_message, draft)
+        d = files.store(draft.body)
+
+        def written(digest: bytes) -> Deferred[Appended]:
+            return self.writes.submit(append_batch.append_message, replace(
+                draft, body=b"", file_sha256=digest, file_size=len(draft.body)))
+
+        return d.addCallback(written)
 
     def read_log(self, user: str, after_seq: int, limit: int) -> Deferred[list[LogEntry]]:
         """The user's deliveries after ``after_seq``, in order (image bodies left out)."""
@@ -63,7 +82,7 @@ class MessageLogStore:
             txn.execute(
                 "SELECT d.user_seq, c.kind, c.id, c.direct_key, m.sender_name, m.conv_seq,"  # noqa: S608
                 f" m.created_ms, m.client_msg_id, m.content_type, {_BODY_UNLESS_IMAGE},"
-                " m.mime, m.sha256, LENGTH(m.body), m.id"
+                " m.mime, m.sha256, COALESCE(m.file_size, LENGTH(m.body)), m.id"
                 " FROM deliveries d JOIN messages m ON m.id = d.message_id"
                 " JOIN conversations c ON c.id = m.conversation_id"
                 " WHERE d.user_id = (SELECT id FROM users WHERE name = ?) AND d.user_seq > ?"
@@ -75,13 +94,23 @@ class MessageLogStore:
         return self.db.run_interaction("read_log", txn_fn)
 
     def message_body(self, message_id: int) -> Deferred[bytes]:
-        """One message's body (used for images, which log pages leave out)."""
+        """One message's body (used for images, which log pages and history leave out):
+        from its file when it has one."""
 
-        def txn_fn(txn: Transaction) -> bytes:
-            txn.execute("SELECT body FROM messages WHERE id = ?", (message_id,))
-            return bytes(one(txn)[0])
+        def txn_fn(txn: Transaction) -> tuple[bytes, bytes | None]:
+            txn.execute("SELECT body, file_sha256 FROM messages WHERE id = ?", (message_id,))
+            body, digest = one(txn)
+            return bytes(body), None if digest is None else bytes(digest)
 
-        return self.db.run_interaction("message_body", txn_fn)
+        def read(row: tuple[bytes, bytes | None]) -> bytes | Deferred[bytes]:
+            body, digest = row
+            if digest is None:
+                return body
+            if self.files is None:
+                raise StoreError("an image is kept as a file, and no image directory is set")
+            return self.files.read(digest)
+
+        return self.db.run_interaction("message_body", txn_fn).addCallback(read)
 
     def sync_position(self, user: str, device_id: bytes) -> Deferred[SyncPosition]:
         """(the device's acknowledged position, the end of the user's log) in one query."""
@@ -102,47 +131,10 @@ class MessageLogStore:
     def acknowledge(self, user: str, device_id: bytes, up_to: int,
                     now_ms: int) -> Deferred[list[DeliveredReceipt]]:
         """Move the device's cursor forward to ``up_to`` (never back) and return, per
-        conversation and sender, the highest conv_seq newly delivered (for receipts).
+        conversation and sender, the highest conv_seq newly delivered (for receipts); the
+        acks of one group commit are applied together (:mod:`acknowledgements`).
         ``now_ms`` is not stored (no device keeps a last-seen time)."""
-
-        def txn_fn(txn: Transaction) -> list[DeliveredReceipt]:
-            user_id_ = user_id(txn, user)
-            txn.execute(
-                "SELECT acked_seq FROM devices WHERE user_id = ? AND device_id = ?",
-                (user_id_, device_id),
-            )
-            row = txn.fetchone()
-            previous = 0 if row is None else int(row[0])
-            if up_to <= previous:
-                return []
-            txn.execute("SELECT next_seq FROM users WHERE id = ?", (user_id_,))
-            up_to_valid = min(up_to, int(one(txn)[0]))
-            if row is None:
-                txn.execute(
-                    "INSERT INTO devices (user_id, device_id, acked_seq) VALUES (?, ?, ?)",
-                    (user_id_, device_id, up_to_valid),
-                )
-            else:
-                txn.execute(
-                    "UPDATE devices SET acked_seq = ?"
-                    " WHERE user_id = ? AND device_id = ? AND acked_seq < ?",
-                    (up_to_valid, user_id_, device_id, up_to_valid),
-                )
-            txn.execute(
-                "SELECT m.sender_name, c.kind, c.id, MAX(m.conv_seq)"
-                " FROM deliveries d JOIN messages m ON m.id = d.message_id"
-                " JOIN conversations c ON c.id = m.conversation_id"
-                " WHERE d.user_id = ? AND d.user_seq > ? AND d.user_seq <= ?"
-                " AND m.sender_name <> ? AND m.content_type <> ?"
-                " GROUP BY m.sender_name, c.kind, c.id",
-                (user_id_, previous, up_to_valid, user, ContentType.EVENT),
-            )
-            return [
-                DeliveredReceipt(str(s), 0 if k == "direct" else int(cid), int(seq))
-                for s, k, cid, seq in txn.fetchall()
-            ]
-
-        return self.writes.submit(txn_fn)
+        return self.writes.submit(acknowledgements.acknowledge, user, device_id, up_to, now_ms)
 
     def history(self, user: str, group_id: int, peer: str | None, before_seq: int,
                 limit: int) -> Deferred[HistoryPage]:
@@ -167,8 +159,8 @@ class MessageLogStore:
             bound = before_seq if before_seq > 0 else 2**62
             txn.execute(
                 "SELECT m.conv_seq, m.sender_name, c.direct_key, m.created_ms, m.content_type,"  # noqa: S608
-                f" {_BODY_UNLESS_IMAGE}, m.mime, m.sha256, LENGTH(m.body)"
-                " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+                f" {_BODY_UNLESS_IMAGE}, m.mime, m.sha256, COALESCE(m.file_size, LENGTH(m.body)),"
+                " m.id FROM messages m JOIN conversations c ON c.id = m.conversation_id"
                 " WHERE m.conversation_id = ? AND m.conv_seq < ?"
                 " ORDER BY m.conv_seq DESC LIMIT ?",
                 (conv_id, bound, limit + 1),
@@ -177,8 +169,8 @@ class MessageLogStore:
             entries = [
                 HistoryRow(int(seq), str(sender), direct_to(key, str(sender)), int(created),
                            int(ctype), b"" if body is None else bytes(body), mime,
-                           None if sha is None else bytes(sha), int(size))
-                for seq, sender, key, created, ctype, body, mime, sha, size in rows[:limit]
+                           None if sha is None else bytes(sha), int(size), int(mid))
+                for seq, sender, key, created, ctype, body, mime, sha, size, mid in rows[:limit]
             ]
             return HistoryPage(entries, len(rows) > limit)
 
@@ -187,22 +179,31 @@ class MessageLogStore:
     def prune_archive(self, cutoff_ms: int, chunk: int = 1000) -> Deferred[int]:
         """Delete archived messages older than ``cutoff_ms`` that every recipient's devices
         have acknowledged (a delivery past some device's cursor keeps its message); their
-        log rows go with them. Returns how many messages were deleted."""
+        log rows go with them, and so do image files no message refers to any more (and
+        last written before the cutoff, so a file just sent again is kept). Returns how
+        many messages were deleted."""
 
-        def txn_fn(txn: Transaction) -> int:
+        def txn_fn(txn: Transaction) -> tuple[int, list[bytes]]:
             txn.execute(
                 "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m"
                 " WHERE m.created_ms < ? AND NOT EXISTS (SELECT 1 FROM deliveries d"
                 " WHERE d.message_id = m.id AND d.user_seq > COALESCE((SELECT MIN(v.acked_seq)"
-                " FROM devices v WHERE v.user_id = d.user_id), 0)) LIMIT ?)",
+                " FROM devices v WHERE v.user_id = d.user_id), 0)) LIMIT ?) RETURNING file_sha256",
                 (cutoff_ms, chunk),
             )
-            return max(txn.rowcount, 0)
+            rows = txn.fetchall()
+            files = sorted({bytes(f) for (f,) in rows if f is not None})
+            kept = {bytes(f) for (f,) in select_in(
+                txn, "SELECT file_sha256 FROM messages WHERE file_sha256 IN", files)}
+            return len(rows), [f for f in files if f not in kept]
 
         async def prune() -> int:
             total = 0
             while True:  # in chunks, so writers are not held up for long
-                deleted = await self.db.run_interaction("prune_archive", txn_fn)
+                deleted, orphans = await self.db.run_interaction("prune_archive", txn_fn)
+                if orphans and self.files is not None:
+                    await threads.deferToThread(self.files.delete_now, orphans,
+                                                cutoff_ms / 1000)
                 total += deleted
                 if deleted < chunk:
                     return total

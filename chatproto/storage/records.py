@@ -39,6 +39,9 @@ class Draft:
     mime: str | None
     sha256: bytes | None
     now_ms: int
+    #: For an image kept as a file (:mod:`image_files`): its SHA-256 and size (``body`` empty).
+    file_sha256: bytes | None = None
+    file_size: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,8 @@ class HistoryRow:
     mime: str | None
     sha256: bytes | None
     size: int
+    #: The stored message: an image's body is fetched again by it (``message_body``).
+    message_id: int = 0
 
 
 class HistoryPage(NamedTuple):

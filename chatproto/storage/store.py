@@ -20,6 +20,7 @@ from chatproto.storage.errors import (
     UnknownGroup,
     UnknownUsers,
 )
+from chatproto.storage.image_files import ImageFiles
 from chatproto.storage.message_log import MessageLogStore
 from chatproto.storage.records import (
     Appended,
@@ -49,16 +50,18 @@ class ChatStore:
     """Every query the server makes, over a started :class:`Database`.
 
     The domain stores are attributes (``users``, ``conversations``, ``log``); the facade's
-    methods are theirs. Chat writes (messages, acks, membership changes) go through one
-    group committer, ``writes``, so they share transactions under load.
+    methods are theirs; ``files`` is where image bodies go (None: in the database). Chat
+    writes (messages, acks, membership changes) go through one group committer, ``writes``,
+    so they share transactions under load.
     """
 
-    def __init__(self, db: Database, *, max_batch: int = 256) -> None:
+    def __init__(self, db: Database, *, max_batch: int = 256,
+                 files: ImageFiles | None = None) -> None:
         self.db = db
         self.writes = GroupCommitter(db, max_batch=max_batch, isolated=(StoreError,))
         self.users = users = UserStore(db)
         self.conversations = conversations = ConversationStore(db, self.writes)
-        self.log = log = MessageLogStore(db, self.writes)
+        self.log = log = MessageLogStore(db, self.writes, files)
 
         self.create_user = users.create_user
         self.get_login = users.get_login

@@ -170,6 +170,14 @@ class _CountingTxn:
         self.statements += 1
         self._txn.execute_many(sql, rows)
 
+    def insert_rows(self, *args: Any) -> None:
+        self.statements += 1
+        self._txn.insert_rows(*args)
+
+    def update_rows(self, *args: Any) -> None:
+        self.statements += 1
+        self._txn.update_rows(*args)
+
     def fetchone(self) -> Any:
         return self._txn.fetchone()
 
@@ -211,3 +219,36 @@ async def test_a_batch_of_appends_costs_the_same_statements_whatever_its_size(
     assert small == large
     log = await store.read_log("bob", 0, 1000)
     assert [e.user_seq for e in log] == list(range(1, len(log) + 1))
+
+
+@pytest_twisted.ensureDeferred
+async def test_operations_marked_runs_first_do_not_split_a_run(database: Database) -> None:
+    """An operation marked ``runs_first`` (an acknowledgement) submitted between two appends
+    runs ahead of them, so the appends stay one set-based call; every result still comes
+    back to its own submitter, in submission order."""
+    calls: list[Any] = []
+
+    def append(txn: Transaction, name: str) -> str:
+        raise AssertionError("called through .batch only")
+
+    def append_many(txn: Transaction, batch: list[tuple[str]]) -> list[tuple[bool, str]]:
+        calls.append([name for (name,) in batch])
+        return [(True, name.upper()) for (name,) in batch]
+
+    def ack(txn: Transaction, n: int) -> int:
+        calls.append(n)
+        return n * 10
+
+    append.batch = append_many  # type: ignore[attr-defined]
+    ack.runs_first = True  # type: ignore[attr-defined]
+    committer = GroupCommitter(database)
+    first = committer.submit(append, "x")  # written alone; the rest queue behind it
+    rest = [committer.submit(append, "a"), committer.submit(ack, 1),
+            committer.submit(append, "b"), committer.submit(ack, 2)]
+    fired: list[Any] = []
+    for d in rest:
+        d.addCallback(fired.append)
+    assert await first == "X"
+    await defer.gatherResults(rest)
+    assert calls == [["x"], 1, 2, ["a", "b"]]
+    assert fired == ["A", 10, "B", 20]
