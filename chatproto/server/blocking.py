@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred
 from chatproto.server.chat import ChatHandlers
 from chatproto.server.connection import Connection
 from chatproto.server.refusals import RequestError, request_error
+from chatproto.storage.blocks import BlockStore
 from chatproto.wire import feature_messages as f
 from chatproto.wire import messages as m
 from chatproto.wire.errors import ErrorCode
@@ -19,9 +20,13 @@ from chatproto.wire.errors import ErrorCode
 class BlockHandlers:
     def __init__(self, chat: ChatHandlers) -> None:
         self.chat = chat
-        self.store = chat.store.features.blocks
         self.dispatch = {f.Block: self.block, f.Unblock: self.unblock,
                          f.BlockList: self.block_list}
+
+    @property
+    def store(self) -> BlockStore:
+        """Looked up per request (a server built over a test double never needs it)."""
+        return self.chat.store.features.blocks
 
     def block(self, conn: Connection, msg: f.Block) -> Deferred[Any]:
         if msg.name == conn.name:

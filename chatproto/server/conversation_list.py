@@ -9,7 +9,7 @@ from twisted.internet.defer import Deferred
 
 from chatproto.server.chat import ChatHandlers
 from chatproto.server.connection import Connection
-from chatproto.storage.conversation_list import ConversationRow
+from chatproto.storage.conversation_list import ConversationListStore, ConversationRow
 from chatproto.wire import feature_messages as f
 from chatproto.wire import messages as m
 
@@ -19,8 +19,12 @@ class ConversationListHandlers:
 
     def __init__(self, chat: ChatHandlers) -> None:
         self.chat = chat
-        self.store = chat.store.features.conversation_list
         self.dispatch = {f.ConversationList: self.conversation_list, m.Read: self.read}
+
+    @property
+    def store(self) -> ConversationListStore:
+        """Looked up per request (a server built over a test double never needs it)."""
+        return self.chat.store.features.conversation_list
 
     def read(self, conn: Connection, msg: m.Read) -> Deferred[Any]:
         # The receipt goes out whatever happens to the stored position.

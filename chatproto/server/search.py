@@ -11,7 +11,7 @@ from chatproto.server.chat import ChatHandlers
 from chatproto.server.connection import Connection
 from chatproto.server.feature_settings import FeatureSettings
 from chatproto.server.refusals import RequestError
-from chatproto.storage.search_index import query_words
+from chatproto.storage.search_index import SearchStore, query_words
 from chatproto.wire import feature_messages as f
 from chatproto.wire.errors import ErrorCode
 
@@ -21,10 +21,14 @@ class SearchHandlers:
 
     def __init__(self, chat: ChatHandlers, settings: FeatureSettings) -> None:
         self.chat = chat
-        self.store = chat.store.features.search
         self.settings = settings
         self._purged_ms: int | None = None
         self.dispatch = {f.Search: self.search}
+
+    @property
+    def store(self) -> SearchStore:
+        """Looked up per request (a server built over a test double never needs it)."""
+        return self.chat.store.features.search
 
     def search(self, conn: Connection, msg: f.Search) -> Deferred[Any]:
         if not 1 <= msg.limit <= f.MAX_HITS:

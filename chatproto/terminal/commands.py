@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from chatproto.terminal.cli import NAME_RULE
 from chatproto.terminal.commandline import COMMANDS, Command
+from chatproto.terminal.feature_commands import FEATURE_COMMANDS, FEATURE_HANDLERS
 from chatproto.terminal.model import Conversation
 from chatproto.terminal.presentation import format_size, last_seen_text, read_image_file
 from chatproto.wire import messages as m
@@ -203,4 +204,6 @@ HANDLERS: dict[str, Handler] = {
     "close": cmd_close,
     "help": cmd_help,
     "quit": cmd_quit,
+    **FEATURE_HANDLERS,
 }
+COMMANDS.update(FEATURE_COMMANDS)
