@@ -47,6 +47,13 @@ from chatproto.client import (
     encode_text,
     endpoint_host,
 )
+from chatproto.terminal.feature_cli import (
+    FEATURE_COMMAND_NAMES,
+    FeatureUsageError,
+    add_feature_commands,
+    check_feature_args,
+    run_feature_command,
+)
 from chatproto.terminal.presentation import (
     EVENT_ACTIONS,
     decode_event,
@@ -261,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include-own", action="store_true",
                    help="also print the messages this account sent (from any device); by "
                         "default only what others sent is printed")
+    add_feature_commands(command)
     return parser
 
 
@@ -431,6 +439,11 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
             encode_text(text)
         except ValueError as e:
             raise CommandError(EXIT_USAGE, str(e))
+    if args.command in FEATURE_COMMAND_NAMES:
+        try:
+            check_feature_args(args)
+        except (FeatureUsageError, OSError) as e:
+            raise CommandError(EXIT_USAGE, str(e))
     password = read_password(args.password_file)
     listener: ChatListener | None = None
     if args.command == "tail":
@@ -449,6 +462,9 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
         if args.command == "tail":
             assert isinstance(listener, _TailListener)
             return await _tail(reactor, client, listener, args.since)
+        if args.command in FEATURE_COMMAND_NAMES:
+            await run_feature_command(client, args, password)
+            return EXIT_OK
         to: str | int = args.to if args.to is not None else args.group
         if args.command == "send":
             assert text is not None

@@ -1,0 +1,66 @@
+"""The scripting commands of the everyday features against a ``twistd`` subprocess: edit,
+delete, conversations, search, block, devices, change-password and delete-account."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.terminal.test_cli import Cli, cli  # noqa: F401 - the fixture
+
+__all__ = ["cli"]
+
+
+def _json_lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
+def test_edit_delete_conversations_and_search(cli: Cli) -> None:  # noqa: F811
+    """A message edited and another deleted by their conv_seq; ``conversations`` shows the
+    last entry and the unread count; ``search`` finds the edited text as JSON lines."""
+    assert cli.run("register", "fc-gina").returncode == 0
+    assert cli.run("register", "fc-hugo").returncode == 0
+    first = json.loads(cli.run("send", "fc-gina", "--to", "fc-hugo", "teh plan").stdout)
+    second = json.loads(cli.run("send", "fc-gina", "--to", "fc-hugo", "oops").stdout)
+    edited = cli.run("edit", "fc-gina", "--to", "fc-hugo", str(first["conv_seq"]), "the plan")
+    assert edited.returncode == 0, edited.stderr
+    assert json.loads(edited.stdout)["conv_seq"] == 3
+    deleted = cli.run("delete", "fc-gina", "--to", "fc-hugo", str(second["conv_seq"]))
+    assert deleted.returncode == 0, deleted.stderr
+    late = cli.run("edit", "fc-gina", "--to", "fc-hugo", str(second["conv_seq"]), "x")
+    assert late.returncode != 0 and "UNKNOWN_MESSAGE" in late.stderr
+
+    [conv] = _json_lines(cli.run("conversations", "fc-hugo").stdout)
+    assert (conv["peer"], conv["unread"], conv["last_seq"], conv["last_content_type"]) == (
+        "fc-gina", 2, 4, 5)
+    hits = _json_lines(cli.run("search", "fc-hugo", "plan").stdout)
+    assert [(h["sender"], h["text"], h["conv_seq"]) for h in hits] == [
+        ("fc-gina", "the plan", 1)]
+    assert _json_lines(cli.run("search", "fc-hugo", "oops").stdout) == []
+
+
+def test_block_devices_password_and_delete_account(cli: Cli, tmp_path: Path) -> None:  # noqa: F811
+    """``block`` makes the blocked user's ``send`` fail as for an unknown user;
+    ``devices`` lists this device; after ``change-password`` only the new password signs
+    in; ``delete-account --yes`` deletes the account, which then cannot sign in."""
+    assert cli.run("register", "fc-ivy").returncode == 0
+    assert cli.run("register", "fc-jack").returncode == 0
+    assert cli.run("block", "fc-ivy", "fc-jack").returncode == 0
+    assert json.loads(cli.run("blocked", "fc-ivy").stdout) == ["fc-jack"]
+    refused = cli.run("send", "fc-jack", "--to", "fc-ivy", "hi")
+    assert refused.returncode != 0 and "UNKNOWN_USER" in refused.stderr
+    assert cli.run("unblock", "fc-ivy", "fc-jack").returncode == 0
+    assert cli.run("send", "fc-jack", "--to", "fc-ivy", "hi").returncode == 0
+    [device] = _json_lines(cli.run("devices", "fc-ivy").stdout)
+    assert device["current"] is True and len(str(device["device_id"])) == 32
+
+    new_password = tmp_path / "new-password"
+    new_password.write_text("the new long password\n")
+    changed = cli.run("change-password", "fc-ivy", "--new-password-file", str(new_password))
+    assert changed.returncode == 0, changed.stderr
+    assert cli.run("devices", "fc-ivy").returncode == 4  # the old password: refused
+    cli.password_file.write_text("the new long password\n")
+    assert cli.run("delete-account", "fc-ivy").returncode == 2  # no --yes
+    deleted = cli.run("delete-account", "fc-ivy", "--yes")
+    assert deleted.returncode == 0, deleted.stderr
+    assert cli.run("devices", "fc-ivy").returncode == 4
