@@ -450,6 +450,12 @@ class ChatClient(FeatureRequests):
             return fail(e)
         return d
 
+    def _expect(self, req: int, replies: tuple[type[m.Message], ...]) -> Deferred[Any]:
+        """A second reply to request ``req`` (a file transfer's SendAck after its Ok)."""
+        d: Deferred[Any] = Deferred()
+        self._pending[req] = _Pending(d, replies)
+        return d
+
     def _oneway(self, msg: Callable[[], m.Message]) -> Deferred[None]:
         try:
             self._session_protocol().send(msg())

@@ -10,8 +10,11 @@ messages): :func:`hidden_by_block` is that rule.
 
 from __future__ import annotations
 
+import hashlib
+import mimetypes
 import os
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
@@ -22,7 +25,25 @@ from chatproto.wire import messages as m
 
 #: Replies to the requests below (the client library matches them to their request).
 FEATURE_REPLIES: tuple[type[m.Message], ...] = (
-    f.Conversations, f.SearchResults, f.Devices, f.BlockedNames)
+    f.Conversations, f.SearchResults, f.Devices, f.BlockedNames, f.FileData)
+
+
+class FileMismatch(Exception):
+    """A fetched file does not match the size or SHA-256 of its FileInfo."""
+
+
+def file_info_of(body: bytes) -> f.FileInfo:
+    """The FileInfo in the body of a FILE message (Deliver or HistoryEntry)."""
+    return m.decode_record(f.FileInfo, body)
+
+
+def _file_chunks(path: Path, req: int) -> Iterator[m.Message]:
+    """FILE_CHUNK frames of a file, read as they are sent."""
+    with open(path, "rb") as source:
+        index = 0
+        while data := source.read(f.MAX_FILE_CHUNK_BYTES):
+            yield f.FileChunk(req, index, data)
+            index += 1
 
 
 def hidden_by_block(deliver: m.Deliver, blocked: Collection[str]) -> bool:
@@ -34,6 +55,8 @@ class FeatureRequests:
     """Request methods of :class:`ChatClient` (which provides ``_request``)."""
 
     _request: Callable[..., Deferred[Any]]
+    _expect: Callable[[int, tuple[type[m.Message], ...]], Deferred[Any]]
+    _session_protocol: Callable[[], Any]
     #: The names this user blocks, as last listed, blocked or unblocked by this client.
     blocked: set[str]
 
@@ -61,6 +84,80 @@ class FeatureRequests:
         msg_id = client_msg_id or os.urandom(16)
         return self._request(lambda req: f.Retract(req, msg_id, group_id, peer, target_seq),
                              (m.SendAck,))
+
+    def send_file(self, to: Target, path: str | os.PathLike[str], name: str | None = None,
+                  mime: str | None = None,
+                  client_msg_id: bytes | None = None) -> Deferred[m.SendAck]:
+        """Send any file: FILE_OFFER, then (once the server accepts it) its chunks; fires
+        with SendAck, or fails with ServerError (FILE_TOO_LARGE before any byte is sent).
+
+        Args:
+            to: A user name or a group id.
+            path: The file (read twice: once for its SHA-256, once to send it).
+            name: The name shown (default: the file's name; the server sanitises it).
+            mime: The media type (default: guessed from the name, else
+                ``application/octet-stream``).
+        """
+        try:
+            group_id, peer = split_target(to)
+            source = Path(path)
+            digest = hashlib.sha256()
+            with open(source, "rb") as data:
+                while block := data.read(1 << 20):
+                    digest.update(block)
+            size = source.stat().st_size
+        except Exception as e:
+            return fail(e)
+        info = f.FileInfo(name or source.name or "file",
+                          mime or mimetypes.guess_type(source.name)[0]
+                          or "application/octet-stream", size, digest.digest())
+        msg_id = client_msg_id or os.urandom(16)
+        offered: list[int] = []
+
+        def offer(req: int) -> m.Message:
+            offered.append(req)
+            return f.FileOffer(req, msg_id, group_id, peer, info)
+
+        def accepted(_: m.Ok) -> Deferred[Any]:
+            req = offered[0]
+            done = self._expect(req, (m.SendAck,))
+            if size:
+                sent = self._session_protocol().send_stream(_file_chunks(source, req))
+                sent.addErrback(lambda failure: done.errback(failure) if not done.called
+                                else None)
+            return done
+
+        return self._request(offer, (m.Ok,)).addCallback(accepted)
+
+    def fetch_file(self, to: Target, conv_seq: int,
+                   info: f.FileInfo | None = None) -> Deferred[bytes]:
+        """The bytes of file message ``conv_seq`` (live or from history), fetched in chunks;
+        checked against ``info`` (its FileInfo) if given: FileMismatch otherwise."""
+        try:
+            group_id, peer = split_target(to)
+        except TypeError as e:
+            return fail(e)
+        parts: list[bytes] = []
+
+        def more(reply: f.FileData | None, offset: int) -> Deferred[bytes] | bytes:
+            if reply is not None:
+                parts.append(reply.data)
+                offset += len(reply.data)
+                if offset >= reply.total or not reply.data:
+                    return finish(b"".join(parts))
+            d = self._request(lambda req: f.FileFetch(req, group_id, peer, conv_seq, offset,
+                                                      f.MAX_FILE_CHUNK_BYTES), (f.FileData,))
+            return d.addCallback(more, offset)
+
+        def finish(data: bytes) -> bytes:
+            if info is not None and (len(data) != info.size
+                                     or hashlib.sha256(data).digest() != info.sha256):
+                raise FileMismatch("the file does not match its size or SHA-256")
+            return data
+
+        result = more(None, 0)
+        assert isinstance(result, Deferred)
+        return result
 
     def conversations(self) -> Deferred[tuple[f.ConversationInfo, ...]]:
         """Our direct conversations and groups, the most recently active first."""
@@ -122,6 +219,15 @@ class FeatureSessionCalls:
 
     def edit(self, to: Target, target_seq: int, text: str) -> Deferred[m.SendAck]:
         return self._call("edit", to, target_seq, text)
+
+    def send_file(self, to: Target, path: str | os.PathLike[str], name: str | None = None,
+                  mime: str | None = None) -> Deferred[m.SendAck]:
+        """Not through the outbox: fails with ConnectionLost while reconnecting."""
+        return self._call("send_file", to, path, name, mime)
+
+    def fetch_file(self, to: Target, conv_seq: int,
+                   info: f.FileInfo | None = None) -> Deferred[bytes]:
+        return self._call("fetch_file", to, conv_seq, info)
 
     def retract(self, to: Target, target_seq: int) -> Deferred[m.SendAck]:
         return self._call("retract", to, target_seq)

@@ -16,10 +16,11 @@ from chatproto.storage.database import Database, Transaction
 from chatproto.storage.errors import NotAllowed, UnknownMessage
 from chatproto.storage.group_rules import Role
 from chatproto.storage.lookups import direct_key, member_role, require_group_member, user_id
+from chatproto.wire.feature_messages import FILE
 from chatproto.wire.messages import ContentType
 
 #: What may be retracted (EDIT and RETRACT entries, and group events, may not).
-RETRACTABLE = (ContentType.TEXT, ContentType.IMAGE)
+RETRACTABLE = (ContentType.TEXT, ContentType.IMAGE, FILE)
 
 
 @dataclass(frozen=True, slots=True)

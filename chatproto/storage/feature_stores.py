@@ -7,6 +7,7 @@ from chatproto.storage.blocks import BlockStore
 from chatproto.storage.conversation_list import ConversationListStore
 from chatproto.storage.database import Database
 from chatproto.storage.edits import EditStore
+from chatproto.storage.files import FileStore
 from chatproto.storage.search_index import SearchStore
 
 
@@ -19,3 +20,4 @@ class FeatureStores:
         self.accounts = AccountStore(db)
         self.blocks = BlockStore(db)
         self.conversation_list = ConversationListStore(db)
+        self.files = FileStore(db)

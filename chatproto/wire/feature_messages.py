@@ -223,3 +223,63 @@ class BlockList(Message):
 class BlockedNames(Message):
     req: Req
     names: Names
+
+
+# --- any file --------------------------------------------------------------------------------
+
+#: Content type of a file message (its body is a FileInfo record; the bytes are fetched).
+FILE = 6
+#: One file chunk (FILE_CHUNK, FILE_DATA) carries at most this many bytes.
+MAX_FILE_CHUNK_BYTES = 512 * 1024
+#: File names: at most this many bytes of UTF-8.
+MAX_FILE_NAME_BYTES = 255
+
+
+@record
+class FileInfo(Record):
+    """A file: its name (never a path), media type, size and SHA-256."""
+
+    name: Annotated[str, Text(MAX_FILE_NAME_BYTES, 1)]
+    mime: Annotated[str, Text(127, 3)]
+    size: Seq
+    sha256: Annotated[bytes, Bin(32, 32)]
+
+
+@message(96)
+class FileOffer(Message):
+    """Announce a file; the server answers OK (send the chunks) or ERROR."""
+
+    req: Req
+    client_msg_id: MsgId
+    group_id: GroupId
+    to: OptName
+    info: Annotated[FileInfo, RecordSpec(FileInfo)]
+
+
+@message(97)
+class FileChunk(Message):
+    """The next bytes of the file offered by FILE_OFFER ``ref`` (indexes from 0)."""
+
+    ref: Req
+    index: Annotated[int, U32]
+    data: Annotated[bytes, Bin(1, MAX_FILE_CHUNK_BYTES)]
+
+
+@message(98)
+class FileFetch(Message):
+    """Ask for bytes of the file message ``conv_seq`` of a conversation."""
+
+    req: Req
+    group_id: GroupId
+    to: OptName
+    conv_seq: Seq
+    offset: Seq
+    length: Annotated[int, U32]
+
+
+@message(99)
+class FileData(Message):
+    req: Req
+    offset: Seq
+    data: Annotated[bytes, Bin(0, MAX_FILE_CHUNK_BYTES)]
+    total: Seq
