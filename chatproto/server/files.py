@@ -189,6 +189,9 @@ class FileHandlers:
 
     def prune(self) -> Deferred[int]:
         """Delete the stored files no archived message refers to any more."""
+        root = self.settings.blob_dir or default_blob_dir(self.chat.store.db)
+        if not root.exists():
+            return defer.succeed(0)
         d = self.chat.store.features.files.referenced_files()
         return d.addCallback(lambda keep: threads.deferToThread(self.blobs.remove_unlisted, keep))
 

@@ -213,6 +213,9 @@ class ChatService(service.MultiService):
             self.pruned.append(deleted)
             if deleted:
                 log.info("archive retention: deleted {n} messages", n=deleted)
+                # Files no archived message refers to any more go too.
+                self.server.features.files.prune().addErrback(
+                    lambda f: log.failure("removing the files of deleted messages", f))
             return deleted
 
         def failed(f: Any) -> None:

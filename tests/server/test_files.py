@@ -126,3 +126,27 @@ async def test_only_members_fetch_and_bad_transfers_are_refused(
     with pytest.raises(ServerError) as info:
         await bob.client.fetch_file("alice", ack.conv_seq)
     assert info.value.code == ErrorCode.UNKNOWN_MESSAGE
+
+
+@pytest_twisted.ensureDeferred
+async def test_files_of_pruned_messages_are_deleted(loopback: Loopback, tmp_path: Path) -> None:
+    """Once the archive retention has deleted the last message referring to a file, the
+    file's prune removes its bytes; files still referred to stay."""
+    blob_dir = tmp_path / "files"
+    configure(loopback, blob_dir)
+    alice, bob = await users(loopback, "alice", "bob")
+    old, new = tmp_path / "old.txt", tmp_path / "new.txt"
+    old.write_bytes(b"old file")
+    new.write_bytes(b"new file")
+    await alice.client.send_file("bob", old)
+    await bob.rec.next_chat()
+    loopback.clock.advance(3600)
+    await alice.client.send_file("bob", new)
+    await bob.rec.next_chat()
+    await alice.client.quit()
+    await bob.client.quit()  # both acknowledged everything
+    cutoff = int(loopback.clock.seconds() * 1000) - 1000
+    assert await loopback.store.prune_archive(cutoff) == 1
+    assert await loopback.server.features.files.prune() == 1
+    [kept] = stored_files(blob_dir)
+    assert kept.read_bytes() == b"new file"
