@@ -11,32 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tempfile
-import unicodedata
 from pathlib import Path
 
 from chatproto.storage.database import Database
+from chatproto.wire.file_names import MEDIA_TYPE, sanitise_file_name
 
-#: What a sanitised file name keeps from a client's name.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
-#: Media types: type/subtype of RFC 6838 restricted names (no parameters).
-_RESTRICTED_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,62}"
-MEDIA_TYPE = re.compile(f"{_RESTRICTED_NAME}/{_RESTRICTED_NAME}")
-#: The name used when nothing of the client's name is left.
-FALLBACK_NAME = "file"
-
-
-def sanitise_file_name(name: str, max_bytes: int = 255) -> str:
-    """A file name that is never a path: the last path component, without control and
-    reserved characters, no leading dots, NFC, at most ``max_bytes`` bytes of UTF-8."""
-    name = unicodedata.normalize("NFC", name).replace("\\", "/").rsplit("/", 1)[-1]
-    name = _UNSAFE.sub("_", name).strip().lstrip(".").strip()
-    while len(name.encode("utf-8")) > max_bytes:
-        stem, dot, ext = name.rpartition(".")
-        name = (stem[:-1] + dot + ext) if dot and len(ext) < 16 and stem else name[:-1]
-    return name or FALLBACK_NAME
-
+__all__ = ["MEDIA_TYPE", "BlobStore", "BlobUpload", "default_blob_dir", "sanitise_file_name"]
 
 def default_blob_dir(db: Database) -> Path:
     """Beside an SQLite database file (``<db>.files``); for PostgreSQL, ``chat-files`` in the

@@ -1,4 +1,5 @@
-"""The terminal client's commands for the everyday features: /edit, /delete, /chats,
+"""The terminal client's commands for the everyday features: /edit, /delete, /file, /fetch,
+/chats,
 /search, /block, /unblock, /blocked, /devices, /signout, /password and /deleteaccount.
 Merged into :data:`chatproto.terminal.commands.HANDLERS` and
 :data:`chatproto.terminal.commandline.COMMANDS`."""
@@ -6,11 +7,13 @@ Merged into :data:`chatproto.terminal.commands.HANDLERS` and
 from __future__ import annotations
 
 import datetime
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chatproto.terminal.commandline import Command
-from chatproto.terminal.message_changes import DELETED_TEXT, EDITED_MARK
+from chatproto.terminal.message_changes import DELETED_TEXT, EDITED_MARK, save_file
 from chatproto.terminal.model import Conversation
 from chatproto.wire import feature_messages as f
 from chatproto.wire import messages as m
@@ -25,6 +28,8 @@ Handler = Callable[["TerminalClient", Conversation, Command], None]
 #: Command → (arguments, help), as in COMMANDS.
 FEATURE_COMMANDS: dict[str, tuple[str, str]] = {
     "edit": ("TEXT", "replace the text of your last message in this window"),
+    "file": ("PATH", "send any file (up to the server's limit, 100 MiB by default)"),
+    "fetch": ("", "save the latest file of this window to the downloads folder"),
     "delete": ("", "delete your last message in this window"),
     "chats": ("", "list your conversations with their last message and unread count"),
     "search": ("WORDS", "search your conversations, newest first"),
@@ -56,7 +61,7 @@ def _change(app: TerminalClient, conv: Conversation, cmd: Command, edit: bool) -
     if conv.is_status:
         app.model.notice(f"{what} works in a chat window", conv, level="error")
         return
-    line = app.model.last_own_message(conv)
+    line = app.model.last_own_message(conv, ("text",) if edit else ("text", "image", "file"))
     text = cmd.rest.strip()
     if line is None or line.conv_seq is None:
         app.model.notice(f"{what}: you have no message here to change", conv, level="error")
@@ -85,6 +90,47 @@ def cmd_delete(app: TerminalClient, conv: Conversation, cmd: Command) -> None:
     _change(app, conv, cmd, edit=False)
 
 
+def cmd_file(app: TerminalClient, conv: Conversation, cmd: Command) -> None:
+    """/file PATH"""
+    if conv.is_status:
+        app.model.notice("open a chat first (/msg NAME)", conv, level="error")
+        return
+    path = Path(os.path.expanduser(cmd.rest.strip().strip("'\"")))
+    if not path.is_file():
+        app.model.notice(f"/file: no file {str(path)!r}", conv, level="error")
+        return
+    assert app.client is not None
+    app.model.notice(f"sending {path.name}…", conv)
+
+    def sent(_: object) -> None:  # the message itself arrives through the log
+        app.redraw()
+
+    app.client.send_file(conv.target, path).addCallbacks(sent, app.report(conv, "/file"))
+
+
+def cmd_fetch(app: TerminalClient, conv: Conversation, cmd: Command) -> None:
+    """/fetch"""
+    found = app.model.last_file(conv)
+    if found is None:
+        app.model.notice("/fetch: no file in this window", conv, level="error")
+        return
+    assert app.client is not None
+    seq, info = found
+    downloads = app.settings.downloads
+
+    def fetched(data: bytes) -> None:
+        try:
+            path = save_file(downloads, info.name, data)
+        except OSError as e:
+            app.model.notice(f"/fetch: cannot save {info.name}: {e}", conv, level="error")
+        else:
+            app.model.notice(f"saved {info.name} to {path}", conv)
+        app.redraw()
+
+    app.client.fetch_file(conv.target, seq, info).addCallbacks(fetched,
+                                                               app.report(conv, "/fetch"))
+
+
 def conversation_line(info: f.ConversationInfo, titles: dict[int, str]) -> str:
     """One entry of /chats."""
     name = info.peer if info.peer else (info.title or titles.get(info.group_id)
@@ -94,6 +140,8 @@ def conversation_line(info: f.ConversationInfo, titles: dict[int, str]) -> str:
         last = "no messages yet"
     elif info.last_content_type == m.ContentType.IMAGE:
         last = f"{info.last_sender}: (an image)"
+    elif info.last_content_type == f.FILE:
+        last = f"{info.last_sender}: (a file)"
     elif info.last_content_type == f.RETRACT:
         last = f"{info.last_sender}: {DELETED_TEXT}"
     elif info.last_content_type == m.ContentType.EVENT:
@@ -261,6 +309,8 @@ def cmd_deleteaccount(app: TerminalClient, conv: Conversation, cmd: Command) -> 
 
 FEATURE_HANDLERS: dict[str, Handler] = {
     "edit": cmd_edit,
+    "file": cmd_file,
+    "fetch": cmd_fetch,
     "delete": cmd_delete,
     "chats": cmd_chats,
     "search": cmd_search,

@@ -1,5 +1,6 @@
-"""Edits and retractions in the terminal client: a window remembers the latest change of each
-of its messages and shows the message with it ("(edited)", or "(message deleted)").
+"""Edits, retractions and files in the terminal client: a window remembers the latest change
+of each of its messages and shows the message with it ("(edited)", or "(message deleted)"),
+and the FileInfo of its file messages (fetched and saved with /fetch).
 
 Changes can come before the message they refer to (a history page is newest first), so they
 are remembered per target and applied whenever the target's line is made.
@@ -7,11 +8,16 @@ are remembered per target and applied whenever the target's line is made.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
+from chatproto.terminal.presentation import format_size
 from chatproto.wire import feature_messages as f
 from chatproto.wire import messages as m
+from chatproto.wire.file_names import sanitise_file_name
 
+FILE = f.FILE
 #: The content types of changes (which make no line of their own).
 CHANGE_TYPES = frozenset({f.EDIT, f.RETRACT})
 DELETED_TEXT = "(message deleted)"
@@ -58,3 +64,43 @@ def shown_text(original: str, change: Change | None) -> str:
 def hidden_sender(group_id: int, sender: str, content_type: int, blocked: set[str]) -> bool:
     """Group messages from users we block are not shown (events are)."""
     return bool(group_id) and sender in blocked and content_type != m.ContentType.EVENT
+
+
+def decode_file_info(body: bytes) -> f.FileInfo | None:
+    try:
+        return m.decode_record(f.FileInfo, body)
+    except m.RemoteProtocolError:
+        return None
+
+
+def file_text(info: f.FileInfo) -> str:
+    """How a file message reads in a window."""
+    return f"[file] {info.name} ({format_size(info.size)}, {info.mime}); /fetch saves it"
+
+
+def remember_file(files: dict[int, f.FileInfo], content_type: int, conv_seq: int,
+                  body: bytes) -> None:
+    if content_type == FILE:
+        info = decode_file_info(body)
+        if info is not None:
+            files[conv_seq] = info
+
+
+def save_file(directory: Path, name: str, data: bytes) -> Path:
+    """Save a received file under its (sanitised) name in ``directory``, never overwriting a
+    file: ``-1``, ``-2``, ... are added to the stem until the name is free."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stem, dot, ext = sanitise_file_name(name).rpartition(".")
+    if not dot:
+        stem, ext = ext, ""
+    for n in range(10_000):
+        candidate = f"{stem}{'-' + str(n) if n else ''}{dot}{ext}"
+        path = directory / candidate
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        return path
+    raise OSError(f"no free file name for {name} in {directory}")

@@ -14,10 +14,14 @@ from dataclasses import dataclass, field
 
 from chatproto.terminal.message_changes import (
     CHANGE_TYPES,
+    FILE,
     Change,
     decode_change,
+    decode_file_info,
+    file_text,
     hidden_sender,
     newer,
+    remember_file,
     shown_text,
 )
 from chatproto.terminal.presentation import (
@@ -27,6 +31,7 @@ from chatproto.terminal.presentation import (
     format_size,
     last_seen_text,
 )
+from chatproto.wire import feature_messages as f
 from chatproto.wire import messages as m
 
 __all__ = ["ChatModel", "Conversation", "Line", "Presence"]
@@ -96,6 +101,8 @@ class Conversation:
     typing: dict[str, float] = field(default_factory=dict)
     #: The latest edit or the retraction of each message, by its conv_seq.
     changes: dict[int, Change] = field(default_factory=dict)
+    #: The files of the window's file messages, by conv_seq (for /fetch).
+    files: dict[int, f.FileInfo] = field(default_factory=dict)
     #: Bumped on every change, so the UI knows when to redraw.
     version: int = 0
 
@@ -328,6 +335,7 @@ class ChatModel:
         line = self._line(deliver.content_type, deliver.body, deliver.image, deliver.sender,
                           deliver.conv_seq, deliver.server_time_ms, image_path)
         line.text = shown_text(line.text, conv.changes.get(deliver.conv_seq))
+        remember_file(conv.files, deliver.content_type, deliver.conv_seq, deliver.body)
         if own:
             line.client_msg_id = deliver.client_msg_id
             line.status = conv.mark_of(deliver.conv_seq)
@@ -366,6 +374,10 @@ class ChatModel:
                 text = (f"sent an image: {os.path.basename(image_path)} "
                         f"({format_size(image.total_size)}) saved to {image_path}")
             return Line("image", text, time_ms, sender, conv_seq, image_path=image_path)
+        if content_type == FILE:
+            info = decode_file_info(body)
+            text = "(an unreadable file message)" if info is None else file_text(info)
+            return Line("file", text, time_ms, sender, conv_seq)
         if content_type == m.ContentType.EVENT:
             event = decode_event(body)
             text = describe_event(event) if event is not None else "(an unreadable group event)"
@@ -404,6 +416,7 @@ class ChatModel:
             line = self._line(entry.content_type, entry.body, entry.image, entry.sender,
                               entry.conv_seq, entry.server_time_ms, None)
             line.text = shown_text(line.text, conv.changes.get(entry.conv_seq))
+            remember_file(conv.files, entry.content_type, entry.conv_seq, entry.body)
             if entry.sender == self.me:
                 line.status = conv.mark_of(entry.conv_seq)
             conv.insert(line)
@@ -428,17 +441,29 @@ class ChatModel:
             return
         conv.changes[target] = change
         for line in conv.lines:
-            if line.conv_seq == target and line.kind in ("text", "image"):
+            if line.conv_seq == target and line.kind in ("text", "image", "file"):
                 line.text = shown_text(line.text, change)
                 line.kind = "text"
         conv.version += 1
         self.version += 1
 
-    def last_own_message(self, conv: Conversation) -> Line | None:
-        """Our latest stored, not deleted message in the window (for /edit and /delete)."""
+    def last_file(self, conv: Conversation) -> tuple[int, f.FileInfo] | None:
+        """The latest file message of the window that is not deleted: (conv_seq, info)."""
+        for line in reversed(conv.lines):
+            if line.kind == "file" and line.conv_seq is not None and not (
+                    line.conv_seq in conv.changes and conv.changes[line.conv_seq].retracted):
+                info = conv.files.get(line.conv_seq)
+                if info is not None:
+                    return line.conv_seq, info
+        return None
+
+    def last_own_message(self, conv: Conversation,
+                         kinds: tuple[str, ...] = ("text", "image", "file")) -> Line | None:
+        """Our latest stored, not deleted message of those kinds in the window (for /edit
+        and /delete)."""
         for line in reversed(conv.lines):
             if (line.sender == self.me and line.conv_seq is not None
-                    and line.kind in ("text", "image")
+                    and line.kind in kinds
                     and not (line.conv_seq in conv.changes
                              and conv.changes[line.conv_seq].retracted)):
                 return line

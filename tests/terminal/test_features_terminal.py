@@ -24,11 +24,12 @@ def _start(tmux: Tmux, server: ChatServer, tmp_path: Path, session: str, name: s
     tmux.wait_for(session, f"Signed in as {name}")
 
 
-def test_edit_delete_chats_search_and_block(chat_server: ChatServer, tmux: Tmux,
+def test_edit_delete_chats_search_block_and_file(chat_server: ChatServer, tmux: Tmux,
                                             tmp_path: Path) -> None:
     """Bob's edit shows on Alice's screen as the new text marked "(edited)", his deletion as
     "(message deleted)"; /chats lists the conversation with its last message; /search finds
-    the edited text; after /block, Bob's /msg gets "no such user"; /unblock undoes it."""
+    the edited text; after /block, Bob's /msg gets "no such user"; /unblock undoes it; a
+    file Bob sends with /file, Alice saves with /fetch, byte-identical."""
     _start(tmux, chat_server, tmp_path, "ed-alice", "ed-alice", "C-r")
     _start(tmux, chat_server, tmp_path, "ed-bob", "ed-bob", "C-r")
     _command(tmux, "ed-bob", "/msg ed-alice helo wrold")
@@ -64,6 +65,15 @@ def test_edit_delete_chats_search_and_block(chat_server: ChatServer, tmux: Tmux,
     tmux.wait_for("ed-alice", "you no longer block ed-bob")
     _command(tmux, "ed-bob", "/msg ed-alice back again")
     tmux.wait_for("ed-alice", "<ed-bob> back again")
+
+    document = tmp_path / "minutes.odt"
+    document.write_bytes(bytes(range(256)) * 3000)  # any bytes, 750 KiB: two chunks
+    _command(tmux, "ed-bob", f"/file {document}")
+    tmux.wait_for("ed-alice", "[file] minutes.odt (")
+    _command(tmux, "ed-alice", "/fetch")
+    tmux.wait_for("ed-alice", "saved minutes.odt to")
+    saved = tmp_path / "downloads-ed-alice" / "minutes.odt"
+    assert saved.read_bytes() == document.read_bytes()
 
 
 def test_devices_password_change_and_account_deletion(chat_server: ChatServer, tmux: Tmux,
