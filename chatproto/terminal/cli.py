@@ -51,6 +51,7 @@ from chatproto.terminal.feature_cli import (
     FEATURE_COMMAND_NAMES,
     FeatureUsageError,
     add_feature_commands,
+    change_json,
     check_feature_args,
     run_feature_command,
 )
@@ -355,7 +356,7 @@ def deliver_json(deliver: m.Deliver, image_path: Path | None = None) -> dict[str
             "action": EVENT_ACTIONS.get(event.action, str(event.action)),
             "actor": event.actor, "names": list(event.names), "title": event.title}
     else:
-        out["type"] = str(deliver.content_type)
+        out.update(change_json(deliver.content_type, deliver.body))
     return out
 
 

@@ -2,12 +2,14 @@
 in, makes one request, prints JSON on stdout and exits (see :mod:`chatproto.terminal.cli`).
 
 ``conversations``, ``search``, ``edit``, ``delete``, ``block``, ``unblock``, ``blocked``,
-``devices``, ``sign-out-device``, ``change-password`` and ``delete-account``.
+``devices``, ``sign-out-device``, ``change-password``, ``delete-account``, ``send-file`` and
+``fetch-file``; and how ``tail`` prints edits, retractions and files.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -16,17 +18,38 @@ from typing import Any
 
 from chatproto.client.api import ChatClient
 from chatproto.terminal.presentation import time_iso
+from chatproto.wire import feature_messages as f
+from chatproto.wire import messages as m
 
 #: The new password of ``change-password``, if no file is given.
 NEW_PASSWORD_ENV = "CHATPROTO_NEW_PASSWORD"  # noqa: S105 (the name of a variable)
 
 FEATURE_COMMAND_NAMES = frozenset({
     "conversations", "search", "edit", "delete", "block", "unblock", "blocked", "devices",
-    "sign-out-device", "change-password", "delete-account"})
+    "sign-out-device", "change-password", "delete-account", "send-file", "fetch-file"})
 
 
 class FeatureUsageError(Exception):
     """A command line the command cannot run (exit status 2)."""
+
+
+def change_json(content_type: int, body: bytes) -> dict[str, Any]:
+    """The fields ``tail`` prints for an edit, a retraction or a file message."""
+    try:
+        if content_type == f.EDIT:
+            edit = m.decode_record(f.EditBody, body)
+            return {"type": "edit", "target_seq": edit.target_seq,
+                    "text": edit.text.decode("utf-8", "replace")}
+        if content_type == f.RETRACT:
+            return {"type": "delete",
+                    "target_seq": m.decode_record(f.RetractBody, body).target_seq}
+        if content_type == f.FILE:
+            info = m.decode_record(f.FileInfo, body)
+            return {"type": "file", "name": info.name, "mime": info.mime, "size": info.size,
+                    "sha256": info.sha256.hex()}
+    except m.RemoteProtocolError:
+        pass
+    return {"type": str(content_type)}
 
 
 def add_feature_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -46,6 +69,19 @@ def add_feature_commands(command: Callable[[str, str], argparse.ArgumentParser])
         p.add_argument("seq", type=int, help="the message's conv_seq")
         if name == "edit":
             p.add_argument("text", nargs="+", help="the new text")
+    p = command("send-file", "send any file (prints the SendAck as JSON)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to", metavar="NAME", help="the recipient")
+    target.add_argument("--group", metavar="ID", type=int, help="the group id")
+    p.add_argument("path", type=Path, help="the file")
+    p.add_argument("--mime", help="its media type (default: guessed from the name)")
+    p = command("fetch-file", "fetch the file of a file message (from tail or history)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to", metavar="NAME", help="the direct conversation's peer")
+    target.add_argument("--group", metavar="ID", type=int, help="the group id")
+    p.add_argument("seq", type=int, help="the message's conv_seq")
+    p.add_argument("--output", type=Path, required=True, metavar="PATH",
+                   help="where to write it (an existing file is not overwritten)")
     for name, what in (("block", "block a user"), ("unblock", "unblock a user")):
         command(name, what).add_argument("user", help="the user's name")
     command("blocked", "list the users you block (JSON)")
@@ -86,6 +122,10 @@ def check_feature_args(args: argparse.Namespace) -> None:
             raise FeatureUsageError("a device id is 32 hex digits") from None
     if args.command == "change-password":
         _new_password(args)
+    if args.command == "send-file" and not args.path.is_file():
+        raise FeatureUsageError(f"no file {args.path}")
+    if args.command == "fetch-file" and args.output.exists():
+        raise FeatureUsageError(f"{args.output} exists")
 
 
 def _print(value: Any) -> None:
@@ -116,6 +156,18 @@ async def run_feature_command(client: ChatClient, args: argparse.Namespace,
                      else client.retract(to, args.seq))
         _print({"group_id": ack.group_id, "conv_seq": ack.conv_seq,
                 "time": time_iso(ack.server_time_ms)})
+    elif command == "send-file":
+        to_file: str | int = args.to if args.to is not None else args.group
+        ack = await client.send_file(to_file, args.path, mime=args.mime)
+        _print({"group_id": ack.group_id, "conv_seq": ack.conv_seq,
+                "time": time_iso(ack.server_time_ms)})
+    elif command == "fetch-file":
+        source: str | int = args.to if args.to is not None else args.group
+        data = await client.fetch_file(source, args.seq)
+        with open(args.output, "xb") as out:
+            out.write(data)
+        _print({"path": str(args.output), "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest()})
     elif command == "block":
         await client.block(args.user)
     elif command == "unblock":

@@ -64,3 +64,33 @@ def test_block_devices_password_and_delete_account(cli: Cli, tmp_path: Path) -> 
     deleted = cli.run("delete-account", "fc-ivy", "--yes")
     assert deleted.returncode == 0, deleted.stderr
     assert cli.run("devices", "fc-ivy").returncode == 4
+
+
+def test_send_file_tail_and_fetch_file(cli: Cli, tmp_path: Path) -> None:  # noqa: F811
+    """``send-file`` sends any file; ``tail`` prints it as a file message (and an edit as an
+    edit); ``fetch-file`` writes the identical bytes, refusing to overwrite."""
+    assert cli.run("register", "fc-kim").returncode == 0
+    assert cli.run("register", "fc-lou").returncode == 0
+    source = tmp_path / "data.csv"
+    source.write_bytes(b"a,b\n1,2\n" * 100_000)
+    sent = cli.run("send-file", "fc-kim", "--to", "fc-lou", str(source))
+    assert sent.returncode == 0, sent.stderr
+    seq = json.loads(sent.stdout)["conv_seq"]
+    note = json.loads(cli.run("send", "fc-kim", "--to", "fc-lou", "see teh file").stdout)
+    assert cli.run("edit", "fc-kim", "--to", "fc-lou", str(note["conv_seq"]),
+                   "see the file").returncode == 0
+    tail = cli.run("tail", "fc-lou", "--count", "3")
+    file_msg, _, edit = _json_lines(tail.stdout)
+    assert (file_msg["type"], file_msg["name"], file_msg["mime"], file_msg["size"]) == (
+        "file", "data.csv", "text/csv", source.stat().st_size)
+    assert (edit["type"], edit["target_seq"], edit["text"]) == (
+        "edit", note["conv_seq"], "see the file")
+    output = tmp_path / "fetched.csv"
+    fetched = cli.run("fetch-file", "fc-lou", "--to", "fc-kim", str(seq), "--output",
+                      str(output))
+    assert fetched.returncode == 0, fetched.stderr
+    assert output.read_bytes() == source.read_bytes()
+    assert json.loads(fetched.stdout)["sha256"] == file_msg["sha256"]
+    again = cli.run("fetch-file", "fc-lou", "--to", "fc-kim", str(seq), "--output",
+                    str(output))
+    assert again.returncode == 2
