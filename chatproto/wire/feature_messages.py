@@ -2,7 +2,8 @@
 and retractions, the conversation list, search, account self-service and blocking.
 
 They are ordinary session messages (any protocol version), registered with the same codec as
-:mod:`chatproto.wire.messages`, which imports this module so that every decoder knows them.
+:mod:`chatproto.wire.messages` when this module is imported: the server (through its
+handlers) and the client library (through :mod:`chatproto.client.feature_requests`) do.
 """
 
 from __future__ import annotations
@@ -33,9 +34,6 @@ from chatproto.wire.records import (
     message,
     record,
 )
-
-# (chatproto.wire.messages imports this module at its end, after defining the names above, so
-# either module may be imported first.)
 
 #: Content types of log entries added by these features (see ContentType in messages).
 EDIT = 4

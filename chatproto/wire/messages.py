@@ -567,6 +567,3 @@ class GroupSetRole(Message):
 class KeyUpdate(Message):
     """Version 2 only: the sender's later frames use its next traffic secret."""
 
-
-# The everyday features (edits, search, accounts, blocking) register their message types here.
-from chatproto.wire import feature_messages as feature_messages  # noqa: E402
