@@ -8,11 +8,10 @@ are remembered per target and applied whenever the target's line is made.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from chatproto.terminal.presentation import format_size
+from chatproto.terminal.presentation import format_size, write_new_file
 from chatproto.wire import feature_messages as f
 from chatproto.wire import messages as m
 from chatproto.wire.file_names import sanitise_file_name
@@ -89,18 +88,7 @@ def remember_file(files: dict[int, f.FileInfo], content_type: int, conv_seq: int
 def save_file(directory: Path, name: str, data: bytes) -> Path:
     """Save a received file under its (sanitised) name in ``directory``, never overwriting a
     file: ``-1``, ``-2``, ... are added to the stem until the name is free."""
-    directory.mkdir(parents=True, exist_ok=True)
     stem, dot, ext = sanitise_file_name(name).rpartition(".")
-    if not dot:
-        stem, ext = ext, ""
-    for n in range(10_000):
-        candidate = f"{stem}{'-' + str(n) if n else ''}{dot}{ext}"
-        path = directory / candidate
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            continue
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        return path
-    raise OSError(f"no free file name for {name} in {directory}")
+    if not dot or not stem:
+        return write_new_file(directory, stem + dot + ext, "", data)
+    return write_new_file(directory, stem, dot + ext, data)
