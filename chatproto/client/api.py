@@ -34,6 +34,7 @@ from chatproto.client.errors import (
     ServerError,
     SigninError,
 )
+from chatproto.client.feature_requests import FEATURE_REPLIES, FeatureRequests
 from chatproto.client.listener import ChatListener, notify
 from chatproto.client.options import (
     ServerTrust,
@@ -54,6 +55,7 @@ from chatproto.client.outgoing import (
 from chatproto.client.protocol import ChatClientProtocol
 from chatproto.wire import messages as m
 from chatproto.wire.errors import ErrorCode, LocalProtocolError
+from chatproto.wire.feature_messages import SignedOut
 from chatproto.wire.handshake import (
     ClientEvent,
     ClientHandshake,
@@ -103,7 +105,7 @@ class _IncomingImage:
     next_index: int = 1
 
 
-class ChatClient:
+class ChatClient(FeatureRequests):
     """A connection to a chatproto server, with one Deferred-returning method per request.
 
     Usually created by :func:`connect`. The owner of the connection calls
@@ -159,6 +161,7 @@ class ChatClient:
         self._pending: dict[int, _Pending] = {}
         self._closed_waiters: list[Deferred[None]] = []
         self._images: dict[int, _IncomingImage] = {}
+        self.blocked: set[str] = set()
         self._highest_seq = 0
         self._acked_seq = 0
         self._ack_call: Any = None  # an IDelayedCall
@@ -266,6 +269,8 @@ class ChatClient:
             self._notify("typing_received", msg)
         elif isinstance(msg, m.PresenceEvent):
             self._notify("presence_changed", msg)
+        elif isinstance(msg, SignedOut):
+            self._notify("signed_out", msg.reason)
         elif isinstance(msg, m.Error):
             pending = self._pending.pop(msg.req, None) if msg.req else None
             if pending is None:
@@ -443,6 +448,12 @@ class ChatClient:
                 raise
         except Exception as e:
             return fail(e)
+        return d
+
+    def _expect(self, req: int, replies: tuple[type[m.Message], ...]) -> Deferred[Any]:
+        """A second reply to request ``req`` (a file transfer's SendAck after its Ok)."""
+        d: Deferred[Any] = Deferred()
+        self._pending[req] = _Pending(d, replies)
         return d
 
     def _oneway(self, msg: Callable[[], m.Message]) -> Deferred[None]:
@@ -656,5 +667,5 @@ class ChatClient:
 
 _REPLIES = (
     m.Ok, m.AckCreate, m.AckCreateGroup, m.SendAck, m.Groups, m.Members, m.Presence,
-    m.HistoryPage, m.SyncDone, m.AckQuit,
+    m.HistoryPage, m.SyncDone, m.AckQuit, *FEATURE_REPLIES,
 )

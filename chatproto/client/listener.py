@@ -23,6 +23,8 @@ class BridgedSession(Protocol):
 
     def _connection_lost(self, reason: Failure) -> None: ...
 
+    def close(self) -> Any: ...
+
 
 __all__ = ["ChatListener", "SessionBridge", "notify"]
 
@@ -67,6 +69,10 @@ class ChatListener:
 
     def connection_lost(self, reason: Failure) -> None:
         """The connection closed; ``reason`` says why."""
+
+    def signed_out(self, reason: str) -> None:
+        """Another device of the account signed this one out, changed the password or
+        deleted the account; the server closes the connection (a ChatSession stops)."""
 
 
 def notify(listener: ChatListener, method: str, *args: object) -> None:
@@ -114,3 +120,8 @@ class SessionBridge(ChatListener):
     def connection_lost(self, reason: Failure) -> None:
         if self._current():
             self.session._connection_lost(reason)
+
+    def signed_out(self, reason: str) -> None:
+        if self._current():  # no reconnecting: the account said so
+            self.session._notify("signed_out", reason)
+            self.session.close()

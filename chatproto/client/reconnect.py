@@ -40,6 +40,7 @@ from chatproto.client.errors import (
     SigninError,
     UntrustedServer,
 )
+from chatproto.client.feature_requests import FeatureSessionCalls
 from chatproto.client.listener import ChatListener, SessionBridge, notify
 from chatproto.client.options import ServerTrust, Timeouts, client_options
 from chatproto.client.outbox import Outbox, OutboxEntry
@@ -65,7 +66,7 @@ _RETRY_LOGIN_CODES = frozenset({ErrorCode.TRY_LATER, ErrorCode.TOO_MANY_ATTEMPTS
                                 ErrorCode.SERVER_BUSY})
 
 
-class ChatSession:
+class ChatSession(FeatureSessionCalls):
     """A signed-in presence on a server that reconnects by itself, with an outbox.
 
     Usually created by :func:`open_session` (which documents the arguments). States, reported

@@ -26,6 +26,7 @@ _STORE_ERRORS: tuple[tuple[type[st.StoreError], ErrorCode], ...] = (
     (st.UnknownGroup, ErrorCode.UNKNOWN_GROUP),
     (st.NotAMember, ErrorCode.NOT_A_MEMBER),
     (st.NotAllowed, ErrorCode.NOT_ALLOWED),
+    (st.UnknownMessage, ErrorCode.UNKNOWN_MESSAGE),
 )
 
 

@@ -65,6 +65,10 @@ class Router(TypingProtocol):
         """Users with at least one session on this node (metrics)."""
         ...
 
+    def sessions(self, name: str) -> tuple[Routed, ...]:
+        """The user's sessions on this node (account changes sign some of them out)."""
+        ...
+
 
 class LocalRouter:
     """The in-process router: a dict of name to that user's connections."""
@@ -105,3 +109,6 @@ class LocalRouter:
 
     def online_count(self) -> int:
         return len(self._sessions)
+
+    def sessions(self, name: str) -> tuple[Routed, ...]:
+        return tuple(self._sessions.get(name, ()))

@@ -19,6 +19,8 @@ from twisted.web.server import Site
 from chatproto.server.admission import Admission, LocalAdmission
 from chatproto.server.chat import ChatHandlers
 from chatproto.server.connection import Connection, Link, RequestHandler
+from chatproto.server.feature_handlers import FeatureHandlers
+from chatproto.server.feature_settings import FeatureSettings
 from chatproto.server.identity import identity_fingerprint
 from chatproto.server.limits import LimitSettings
 from chatproto.server.login import Authenticator
@@ -65,6 +67,7 @@ class ChatServer:
         router: Router | None = None,
         admission: Admission | None = None,
         versions: Sequence[int] = SUPPORTED_VERSIONS,
+        features: FeatureSettings | None = None,
     ) -> None:
         self.clock = reactor
         #: The protocol versions the handshake accepts (``(2,)`` refuses version 1 clients).
@@ -82,7 +85,9 @@ class ChatServer:
                                   stats=self.stats)
         self.presence = PresenceAnnouncer(store, self.router, self.now_ms)
         self.chat = ChatHandlers(store, self.router, self.now_ms)
-        self.requests: Mapping[type[m.Message], RequestHandler] = self.chat.dispatch
+        self.features = FeatureHandlers(self.chat, hasher, features)
+        self.requests: Mapping[type[m.Message], RequestHandler] = {
+            **self.chat.dispatch, **self.features.dispatch}
         #: Open connections, to end them all at stop (every delivery goes through the router).
         self.open: set[Connection] = set()
 
@@ -236,6 +241,9 @@ class ChatService(service.MultiService):
             self.pruned.append(deleted)
             if deleted:
                 log.info("archive retention: deleted {n} messages", n=deleted)
+                # Files no archived message refers to any more go too.
+                self.server.features.files.prune().addErrback(
+                    lambda f: log.failure("removing the files of deleted messages", f))
             return deleted
 
         def failed(f: Any) -> None:

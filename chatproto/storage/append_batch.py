@@ -92,6 +92,10 @@ def append_messages(txn: Transaction, batch: list[tuple[Draft]]) -> list[
     keys = sorted({direct_key(d.sender, d.to) for d in drafts if d.group_id == 0 and d.to})
     direct = {str(k): int(i) for k, i in select_in(
         txn, "SELECT direct_key, id FROM conversations WHERE direct_key IN", keys)}
+    # (blocker id, blocked id) among the direct recipients: refused as unknown users.
+    blocks = {(int(a), int(b)) for a, b in select_in(
+        txn, "SELECT user_id, blocked_id FROM blocks WHERE user_id IN",
+        sorted({user_ids[d.to] for d in drafts if d.group_id == 0 and d.to in user_ids}))}
     group_ids = sorted({d.group_id for d in drafts if d.group_id != 0})
     groups = {int(i) for (i,) in select_in(
         txn, "SELECT id FROM conversations WHERE kind = 'group' AND id IN", group_ids)}
@@ -121,7 +125,7 @@ def append_messages(txn: Transaction, batch: list[tuple[Draft]]) -> list[
         if draft.group_id == 0:
             assert draft.to is not None
             peer_id = user_ids.get(draft.to)
-            if peer_id is None:
+            if peer_id is None or (peer_id, sender_id) in blocks:
                 outcomes.append(UnknownUsers([draft.to]))
                 continue
             dkey = direct_key(draft.sender, draft.to)

@@ -11,8 +11,9 @@ from dataclasses import replace
 from twisted.internet.defer import Deferred, fail
 
 from chatproto.storage import group_rules
+from chatproto.storage.blocks import blocked_by
 from chatproto.storage.database import Database, GroupCommitter, Transaction
-from chatproto.storage.errors import UnknownGroup
+from chatproto.storage.errors import UnknownGroup, UnknownUsers
 from chatproto.storage.group_rules import GroupChange, Role, Standing
 from chatproto.storage.lookups import (
     direct_key,
@@ -37,19 +38,27 @@ class ConversationStore:
         self.writes = writes
 
     def create_direct(self, user: str, peer: str, now_ms: int) -> Deferred[int]:
-        """Ensure the direct conversation of two users exists; its id. UnknownUsers."""
+        """Ensure the direct conversation of two users exists; its id. UnknownUsers (also
+        when the peer blocks the user: the same answer as for an unknown name)."""
 
         def txn_fn(txn: Transaction) -> int:
-            return ensure_direct(txn, user, user_id(txn, user), peer, now_ms)
+            me = user_id(txn, user)
+            if blocked_by(txn, peer, me):
+                raise UnknownUsers([peer])
+            return ensure_direct(txn, user, me, peer, now_ms)
 
         return self.db.run_interaction("create_direct", txn_fn)
 
     def direct_exists(self, user: str, peer: str) -> Deferred[bool]:
-        """Whether the two users have a direct conversation (False for unknown names)."""
+        """Whether the two users have a direct conversation (False for unknown names, and
+        when the peer blocks the user)."""
 
         def txn_fn(txn: Transaction) -> bool:
-            txn.execute("SELECT 1 FROM conversations WHERE direct_key = ?",
-                        (direct_key(user, peer),))
+            txn.execute(
+                "SELECT 1 FROM conversations WHERE direct_key = ? AND NOT EXISTS (SELECT 1"
+                " FROM blocks b JOIN users p ON p.id = b.user_id JOIN users u"
+                " ON u.id = b.blocked_id WHERE p.name = ? AND u.name = ?)",
+                (direct_key(user, peer), peer, user))
             return txn.fetchone() is not None
 
         return self.db.run_interaction("direct_exists", txn_fn)
@@ -161,7 +170,8 @@ class ConversationStore:
 
     def contacts(self, user: str) -> Deferred[list[tuple[str, int | None]]]:
         """Everyone who shares a conversation with ``user``, by name: Contact rows (typed as
-        the plain tuples the server's callbacks take)."""
+        the plain tuples the server's callbacks take). Users who block ``user`` or whom
+        ``user`` blocks are left out: neither sees the other's presence."""
 
         def txn_fn(txn: Transaction) -> list[tuple[str, int | None]]:
             txn.execute(
@@ -169,6 +179,8 @@ class ConversationStore:
                 " JOIN members other ON other.conversation_id = me.conversation_id"
                 " JOIN users u ON u.id = other.user_id"
                 " WHERE me.user_id = (SELECT id FROM users WHERE name = ?) AND u.name <> ?"
+                " AND NOT EXISTS (SELECT 1 FROM blocks b WHERE (b.user_id = u.id AND"
+                " b.blocked_id = me.user_id) OR (b.user_id = me.user_id AND b.blocked_id = u.id))"
                 " ORDER BY u.name",
                 (user, user),
             )

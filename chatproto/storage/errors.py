@@ -41,3 +41,12 @@ class NotAllowed(StoreError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
+
+
+class UnknownMessage(StoreError):
+    """No message at that position that the user may change."""
+
+    def __init__(self, group_id: int, conv_seq: int) -> None:
+        super().__init__(f"no message {conv_seq} you may change in that conversation")
+        self.group_id = group_id
+        self.conv_seq = conv_seq

@@ -146,11 +146,11 @@ class MessageLogStore:
             user_id_ = user_id(txn, user)
             if group_id == 0:
                 assert peer is not None
-                user_ids(txn, [peer])
                 txn.execute("SELECT id FROM conversations WHERE direct_key = ?",
                             (direct_key(user, peer),))
                 row = txn.fetchone()
                 if row is None:
+                    user_ids(txn, [peer])  # UnknownUsers (a deleted peer's chat stays)
                     return HistoryPage([], False)
                 conv_id = int(row[0])
             else:

@@ -18,8 +18,10 @@ from chatproto.storage.errors import (
     NotAMember,
     StoreError,
     UnknownGroup,
+    UnknownMessage,
     UnknownUsers,
 )
+from chatproto.storage.feature_stores import FeatureStores
 from chatproto.storage.image_files import ImageFiles
 from chatproto.storage.message_log import MessageLogStore
 from chatproto.storage.records import (
@@ -41,7 +43,8 @@ from chatproto.storage.users import UserStore
 __all__ = [
     "Appended", "ChatStore", "Contact", "DeliveredReceipt", "Draft", "GroupSummary",
     "HistoryPage", "HistoryRow", "LogEntry", "Login", "MemberRow", "NameTaken", "NotAMember",
-    "NotAllowed", "StoreError", "SyncPosition", "UnknownGroup", "UnknownUsers", "UserRecord",
+    "NotAllowed", "StoreError", "SyncPosition", "UnknownGroup", "UnknownMessage", "UnknownUsers",
+    "UserRecord",
 ]
 
 
@@ -62,6 +65,7 @@ class ChatStore:
         self.users = users = UserStore(db)
         self.conversations = conversations = ConversationStore(db, self.writes)
         self.log = log = MessageLogStore(db, self.writes, files)
+        self.features = FeatureStores(db)
 
         self.create_user = users.create_user
         self.get_login = users.get_login

@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
+from chatproto.storage.accounts import claim_name
 from chatproto.storage.database import Database, Transaction
 from chatproto.storage.errors import NameTaken
 from chatproto.storage.records import Login, UserRecord
@@ -35,9 +36,11 @@ class UserStore:
         self.db = db
 
     def create_user(self, name: str, password_hash: str, now_ms: int) -> Deferred[None]:
-        """Create a user; fails with :class:`NameTaken` if the name exists."""
+        """Create a user; fails with :class:`NameTaken` if the name exists or is on hold
+        after its account was deleted."""
 
         def txn_fn(txn: Transaction) -> None:
+            claim_name(txn, name, now_ms)
             try:
                 txn.execute(
                     "INSERT INTO users (name, password_hash, created_ms) VALUES (?, ?, ?)",

@@ -50,6 +50,7 @@ from chatproto.terminal.cli import (
 )
 from chatproto.terminal.commandline import complete, parse_command
 from chatproto.terminal.commands import HANDLERS, OFFLINE_COMMANDS
+from chatproto.terminal.feature_commands import SECRET_COMMANDS
 from chatproto.terminal.local_state import LocalStore
 from chatproto.terminal.model import ChatModel, Conversation
 from chatproto.terminal.presentation import format_size, save_image
@@ -316,6 +317,7 @@ class TerminalClient:
                 self.load_members(info.group_id)
             for entry in await client.presence():
                 self.model.set_presence(entry.name, entry.online, entry.last_seen_ms)
+            self.model.blocked = set(await client.block_list())
         except Exception as e:
             self.model.notice(f"could not load the conversations: {e}", level="error")
         self.save_windows()
@@ -531,7 +533,8 @@ class TerminalClient:
 
     def _submitted(self, _edit: urwid.Edit, text: str) -> None:
         self.main.input.replace_text("")
-        self.main.input.remember(text)
+        if not text.startswith(SECRET_COMMANDS):  # no passwords in the recall history
+            self.main.input.remember(text)
         if not text.strip():
             return
         try:

@@ -47,6 +47,14 @@ from chatproto.client import (
     encode_text,
     endpoint_host,
 )
+from chatproto.terminal.feature_cli import (
+    FEATURE_COMMAND_NAMES,
+    FeatureUsageError,
+    add_feature_commands,
+    change_json,
+    check_feature_args,
+    run_feature_command,
+)
 from chatproto.terminal.presentation import (
     EVENT_ACTIONS,
     decode_event,
@@ -261,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include-own", action="store_true",
                    help="also print the messages this account sent (from any device); by "
                         "default only what others sent is printed")
+    add_feature_commands(command)
     return parser
 
 
@@ -347,7 +356,7 @@ def deliver_json(deliver: m.Deliver, image_path: Path | None = None) -> dict[str
             "action": EVENT_ACTIONS.get(event.action, str(event.action)),
             "actor": event.actor, "names": list(event.names), "title": event.title}
     else:
-        out["type"] = str(deliver.content_type)
+        out.update(change_json(deliver.content_type, deliver.body))
     return out
 
 
@@ -431,6 +440,11 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
             encode_text(text)
         except ValueError as e:
             raise CommandError(EXIT_USAGE, str(e))
+    if args.command in FEATURE_COMMAND_NAMES:
+        try:
+            check_feature_args(args)
+        except (FeatureUsageError, OSError) as e:
+            raise CommandError(EXIT_USAGE, str(e))
     password = read_password(args.password_file)
     listener: ChatListener | None = None
     if args.command == "tail":
@@ -449,6 +463,9 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
         if args.command == "tail":
             assert isinstance(listener, _TailListener)
             return await _tail(reactor, client, listener, args.since)
+        if args.command in FEATURE_COMMAND_NAMES:
+            await run_feature_command(client, args, password)
+            return EXIT_OK
         to: str | int = args.to if args.to is not None else args.group
         if args.command == "send":
             assert text is not None

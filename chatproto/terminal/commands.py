@@ -5,45 +5,19 @@ the command was typed in and the parsed line."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
-
-from chatproto.client import ChatSession
 from chatproto.terminal.cli import NAME_RULE
+from chatproto.terminal.command_context import Handler, TerminalClient
 from chatproto.terminal.commandline import COMMANDS, Command
-from chatproto.terminal.model import ChatModel, Conversation
+from chatproto.terminal.feature_commands import FEATURE_COMMANDS, FEATURE_HANDLERS
+from chatproto.terminal.model import Conversation
 from chatproto.terminal.presentation import format_size, last_seen_text, read_image_file
 from chatproto.wire import messages as m
 
 __all__ = ["HANDLERS", "OFFLINE_COMMANDS", "TerminalClient"]
 
 
-class TerminalClient(Protocol):
-    """What the command handlers use of :class:`chatproto.terminal.app.TerminalClient`
-    (named structurally: the app imports this table, so this module cannot import it)."""
-
-    client: ChatSession | None
-    model: ChatModel
-
-    def close_window(self, conv: Conversation) -> None: ...
-    def load_history(self, conv: Conversation) -> None: ...
-    def quit(self) -> None: ...
-    def redraw(self) -> None: ...
-    def refresh_presence(self) -> None: ...
-    def report(self, conv: Conversation, what: str) -> Callable[[Failure], None]: ...
-    def save_windows(self) -> None: ...
-    def send(self, conv: Conversation, kind: str, msg_id: bytes,
-             payload: bytes | str) -> None: ...
-    def send_text(self, conv: Conversation, text: str) -> None: ...
-    def switch(self, index: int) -> None: ...
-    def timed(self, d: Deferred[Any]) -> Deferred[Any]: ...
-
-
-Handler = Callable[[TerminalClient, Conversation, Command], None]
 
 #: Commands that work without a live connection.
 OFFLINE_COMMANDS = frozenset({"help", "win", "close", "quit", "image"})
@@ -226,4 +200,6 @@ HANDLERS: dict[str, Handler] = {
     "close": cmd_close,
     "help": cmd_help,
     "quit": cmd_quit,
+    **FEATURE_HANDLERS,
 }
+COMMANDS.update(FEATURE_COMMANDS)

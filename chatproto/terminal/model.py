@@ -12,6 +12,18 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from chatproto.terminal.message_changes import (
+    CHANGE_TYPES,
+    FILE,
+    Change,
+    decode_change,
+    decode_file_info,
+    file_text,
+    hidden_sender,
+    newer,
+    remember_file,
+    shown_text,
+)
 from chatproto.terminal.presentation import (
     OWNER_CHANGED,
     decode_event,
@@ -19,6 +31,7 @@ from chatproto.terminal.presentation import (
     format_size,
     last_seen_text,
 )
+from chatproto.wire import feature_messages as f
 from chatproto.wire import messages as m
 
 __all__ = ["ChatModel", "Conversation", "Line", "Presence"]
@@ -86,6 +99,10 @@ class Conversation:
     delivered_upto: int = 0
     read_upto: int = 0
     typing: dict[str, float] = field(default_factory=dict)
+    #: The latest edit or the retraction of each message, by its conv_seq.
+    changes: dict[int, Change] = field(default_factory=dict)
+    #: The files of the window's file messages, by conv_seq (for /fetch).
+    files: dict[int, f.FileInfo] = field(default_factory=dict)
     #: Bumped on every change, so the UI knows when to redraw.
     version: int = 0
 
@@ -167,6 +184,8 @@ class ChatModel:
         #: The delivered / read marks of conversations without an open window (closed, or
         #: restored from the local store before their window opens).
         self.marks: dict[Key, tuple[int, int]] = {}
+        #: The users we block: their group messages are not shown.
+        self.blocked: set[str] = set()
         #: Contacts who came online recently, not announced yet (name → since, ms).
         self.pending_online: dict[str, int] = {}
         self.active = 0
@@ -307,10 +326,16 @@ class ChatModel:
                     if line.conv_seq is None:  # the copy came before the SendAck
                         self._set_seq(conv, line, deliver.conv_seq)
                     return None
-        if conv.has_seq(deliver.conv_seq):
+        if deliver.content_type in CHANGE_TYPES:
+            self.apply_change(conv, deliver.conv_seq, deliver.content_type, deliver.body)
+            return None
+        if conv.has_seq(deliver.conv_seq) or hidden_sender(
+                deliver.group_id, deliver.sender, deliver.content_type, self.blocked):
             return None
         line = self._line(deliver.content_type, deliver.body, deliver.image, deliver.sender,
                           deliver.conv_seq, deliver.server_time_ms, image_path)
+        line.text = shown_text(line.text, conv.changes.get(deliver.conv_seq))
+        remember_file(conv.files, deliver.content_type, deliver.conv_seq, deliver.body)
         if own:
             line.client_msg_id = deliver.client_msg_id
             line.status = conv.mark_of(deliver.conv_seq)
@@ -349,6 +374,10 @@ class ChatModel:
                 text = (f"sent an image: {os.path.basename(image_path)} "
                         f"({format_size(image.total_size)}) saved to {image_path}")
             return Line("image", text, time_ms, sender, conv_seq, image_path=image_path)
+        if content_type == FILE:
+            info = decode_file_info(body)
+            text = "(an unreadable file message)" if info is None else file_text(info)
+            return Line("file", text, time_ms, sender, conv_seq)
         if content_type == m.ContentType.EVENT:
             event = decode_event(body)
             text = describe_event(event) if event is not None else "(an unreadable group event)"
@@ -376,11 +405,18 @@ class ChatModel:
     def add_history(self, conv: Conversation, page: m.HistoryPage) -> int:
         """Add an older page of a conversation; returns how many lines were new."""
         added = 0
+        group_id = conv.target if isinstance(conv.target, int) else 0
         for entry in page.entries:
-            if conv.has_seq(entry.conv_seq):
+            if entry.content_type in CHANGE_TYPES:
+                self.apply_change(conv, entry.conv_seq, entry.content_type, entry.body)
+                continue
+            if conv.has_seq(entry.conv_seq) or hidden_sender(
+                    group_id, entry.sender, entry.content_type, self.blocked):
                 continue
             line = self._line(entry.content_type, entry.body, entry.image, entry.sender,
                               entry.conv_seq, entry.server_time_ms, None)
+            line.text = shown_text(line.text, conv.changes.get(entry.conv_seq))
+            remember_file(conv.files, entry.content_type, entry.conv_seq, entry.body)
             if entry.sender == self.me:
                 line.status = conv.mark_of(entry.conv_seq)
             conv.insert(line)
@@ -392,6 +428,46 @@ class ChatModel:
         conv.history_loaded = True
         self.version += 1
         return added
+
+    def apply_change(self, conv: Conversation, change_seq: int, content_type: int,
+                     body: bytes) -> None:
+        """An edit or retraction (entry ``change_seq``): its target shows it, now or when
+        its line is made."""
+        target, change = decode_change(content_type, body)
+        if change is None:
+            return
+        change = Change(change_seq, change.retracted, change.text)
+        if not newer(conv.changes.get(target), change):
+            return
+        conv.changes[target] = change
+        for line in conv.lines:
+            if line.conv_seq == target and line.kind in ("text", "image", "file"):
+                line.text = shown_text(line.text, change)
+                line.kind = "text"
+        conv.version += 1
+        self.version += 1
+
+    def last_file(self, conv: Conversation) -> tuple[int, f.FileInfo] | None:
+        """The latest file message of the window that is not deleted: (conv_seq, info)."""
+        for line in reversed(conv.lines):
+            if line.kind == "file" and line.conv_seq is not None and not (
+                    line.conv_seq in conv.changes and conv.changes[line.conv_seq].retracted):
+                info = conv.files.get(line.conv_seq)
+                if info is not None:
+                    return line.conv_seq, info
+        return None
+
+    def last_own_message(self, conv: Conversation,
+                         kinds: tuple[str, ...] = ("text", "image", "file")) -> Line | None:
+        """Our latest stored, not deleted message of those kinds in the window (for /edit
+        and /delete)."""
+        for line in reversed(conv.lines):
+            if (line.sender == self.me and line.conv_seq is not None
+                    and line.kind in kinds
+                    and not (line.conv_seq in conv.changes
+                             and conv.changes[line.conv_seq].retracted)):
+                return line
+        return None
 
     def add_outgoing(self, conv: Conversation, kind: str, text: str,
                      client_msg_id: bytes, image_path: str | None = None) -> Line:

@@ -125,10 +125,15 @@ def save_image(directory: Path, deliver: m.Deliver, data: bytes) -> Path:
     Returns:
         The path written.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     when = datetime.datetime.fromtimestamp(deliver.server_time_ms / 1000)
     ext = image_extension(data, deliver.image.mime if deliver.image else None)
-    stem = f"{deliver.sender}-{when:%Y%m%d-%H%M%S}"
+    return write_new_file(directory, f"{deliver.sender}-{when:%Y%m%d-%H%M%S}", ext, data)
+
+
+def write_new_file(directory: Path, stem: str, ext: str, data: bytes) -> Path:
+    """Write ``stem + ext`` in ``directory`` (created if needed), never overwriting a file:
+    ``-1``, ``-2``, ... are added to the stem until the name is free. The path written."""
+    directory.mkdir(parents=True, exist_ok=True)
     for n in range(10_000):
         path = directory / (f"{stem}{ext}" if n == 0 else f"{stem}-{n}{ext}")
         try:

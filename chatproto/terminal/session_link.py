@@ -72,6 +72,11 @@ class SessionLink(ChatListener):
         if self._current():
             self.app.on_connection_lost(reason)
 
+    def signed_out(self, reason: str) -> None:
+        if self._current():  # the session stops; the window stays until /quit
+            self.app.model.notice(f"signed out: {reason}; /quit to exit", level="error")
+            self.app.redraw()
+
     def send_acknowledged(self, ack: m.SendAck) -> None:
         if self._current():
             self.app.model.acked(ack)

@@ -566,3 +566,4 @@ class GroupSetRole(Message):
 @message(67)
 class KeyUpdate(Message):
     """Version 2 only: the sender's later frames use its next traffic secret."""
+
