@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from chatproto.client.outgoing import Target, encode_text, load_image, split_tar
 from chatproto.wire import messages as m
 from chatproto.wire.errors import ErrorCode
 
-__all__ = ["Backoff", "ChatSession", "Connector", "open_session"]
+__all__ = ["Backoff", "ChatSession", "Connector", "EndpointRotation", "open_session"]
 
 _log = Logger()
 
@@ -592,9 +592,30 @@ class ChatSession:
         self._pump()
 
 
+class EndpointRotation:
+    """Several server endpoints (nodes of one deployment) tried in turn: a connection attempt
+    goes to the current one; after a failed attempt the next one is current. A session that
+    lost its node therefore resumes on another (its cursor and outbox make that lossless)."""
+
+    def __init__(self, endpoints: str | Sequence[str]) -> None:
+        self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        if not self.endpoints:
+            raise ValueError("at least one server endpoint is needed")
+        self.index = 0
+
+    @property
+    def current(self) -> str:
+        return self.endpoints[self.index]
+
+    def failed(self, endpoint: str) -> None:
+        """An attempt at ``endpoint`` failed: move on (unless another attempt already did)."""
+        if self.current == endpoint:
+            self.index = (self.index + 1) % len(self.endpoints)
+
+
 def open_session(
     reactor: Any,
-    endpoint: str,
+    endpoint: str | Sequence[str],
     name: str,
     password: str,
     *,
@@ -615,7 +636,9 @@ def open_session(
 
     Args:
         reactor: The reactor (connections; also the timers unless ``clock`` is given).
-        endpoint: A client endpoint description (``tcp:host:port``, ``tls:host:port``, ...).
+        endpoint: A client endpoint description (``tcp:host:port``, ``tls:host:port``, ...),
+            or several (the nodes of one deployment, sharing one server key): each attempt
+            goes to one, and a failed attempt moves to the next (:class:`EndpointRotation`).
         name: The user name.
         password: The password (kept in memory to sign in again after each reconnection).
         register: Create the account on the first connection (an existing name is fine).
@@ -652,9 +675,18 @@ def open_session(
     timers = clock if clock is not None else reactor
     session: ChatSession
 
+    rotation = EndpointRotation(endpoint)
+
     def default_connector(bridge: ChatListener) -> Deferred[ChatClient]:
-        return connect(reactor, endpoint, trust=trust, timeouts=timeouts,
-                       device_id=session.device_id, listener=bridge)
+        where = rotation.current
+        d = connect(reactor, where, trust=trust, timeouts=timeouts,
+                    device_id=session.device_id, listener=bridge)
+
+        def failed(f: Failure) -> Failure:
+            rotation.failed(where)
+            return f
+
+        return d.addErrback(failed)
 
     session = ChatSession(
         timers, connector or default_connector, name, password, register=register,

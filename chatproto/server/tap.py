@@ -20,6 +20,7 @@ from twisted.logger import globalLogPublisher, jsonFileLogObserver
 from twisted.python import usage
 
 from chatproto.server import web
+from chatproto.server.bus import BusAddress, check_node_name, default_node_name
 from chatproto.server.identity import (
     IdentityError,
     identity_fingerprint,
@@ -28,6 +29,7 @@ from chatproto.server.identity import (
 )
 from chatproto.server.limits import LimitSettings
 from chatproto.server.passwords import JOBS_PER_ADDRESS, Argon2Parameters, PasswordHasher
+from chatproto.server.redis_router import PRESENCE_TTL
 from chatproto.server.service import ChatService
 from chatproto.storage.database import Database
 from chatproto.wire.handshake import SUPPORTED_VERSIONS
@@ -139,6 +141,14 @@ class Options(usage.Options):
         ["argon2-jobs-per-ip", None, JOBS_PER_ADDRESS,
          "Password hashes waiting or running at once for one client address (IPv6: per /64); "
          "more sign-ins from it are answered TRY_LATER.", positive_int],
+        ["bus", None, None,
+         "Join other nodes serving the same users through this Redis: "
+         "redis://HOST[:PORT][/DB][?prefix=P] (needs a postgresql:// --database)."],
+        ["node-name", None, None,
+         "This node's name in logs and metrics (default: host:pid)."],
+        ["presence-ttl", None, PRESENCE_TTL,
+         "With --bus: seconds the users of a node that died stay online (each node refreshes "
+         "its sessions every third of it).", positive_float],
         *_limit_parameters(),
     ]
 
@@ -147,6 +157,8 @@ class Options(usage.Options):
     endpoints: list[Any]
     metrics_endpoint: Any
     web_settings: web.WebSettings | None
+    bus: BusAddress | None
+    node_name: str
 
     def __init__(self) -> None:
         super().__init__()
@@ -220,6 +232,7 @@ class Options(usage.Options):
             self.database = Database.from_uri(self["database"])
         except ValueError as e:
             raise usage.UsageError(f"--database: {e}")
+        self._check_nodes()
         from twisted.internet import reactor
 
         self.endpoints = [_endpoint(reactor, "--listen", s) for s in self["listen"]]
@@ -229,6 +242,25 @@ class Options(usage.Options):
             endpoints=[_endpoint(reactor, "--listen-web", s) for s in self["listen-web"]],
             trusted_proxies=self["trusted-proxy"], allowed_origins=self["web-origin"],
         ) if self["listen-web"] else None
+
+    def _check_nodes(self) -> None:
+        """--bus and --node-name; several nodes share one PostgreSQL database (SQLite is one
+        process's file)."""
+        try:
+            self.node_name = check_node_name(self["node-name"] or default_node_name())
+        except ValueError as e:
+            raise usage.UsageError(f"--node-name: {e}")
+        self.bus = None
+        if self["bus"] is None:
+            return
+        if self.database.engine.name != "postgres":
+            raise usage.UsageError(
+                "--bus needs a PostgreSQL --database (postgresql://...): several nodes share "
+                "one database, and SQLite is a single process's file")
+        try:
+            self.bus = BusAddress.parse(self["bus"])
+        except ValueError as e:
+            raise usage.UsageError(f"--bus: {e}")
 
     def _check_identity(self) -> None:
         """An existing key file must be usable; a missing one must be creatable (makeService
@@ -283,4 +315,6 @@ def makeService(options: Options) -> ChatService:
     return ChatService(reactor, options.database, identity, options.endpoints, hasher,
                        options.limit_settings(), metrics_endpoint=options.metrics_endpoint,
                        retention_days=options["retention-days"], web=options.web_settings,
-                       versions=(2,) if options["refuse-v1"] else SUPPORTED_VERSIONS)
+                       versions=(2,) if options["refuse-v1"] else SUPPORTED_VERSIONS,
+                       bus=options.bus, node=options.node_name,
+                       presence_ttl=options["presence-ttl"])
