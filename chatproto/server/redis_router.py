@@ -142,11 +142,13 @@ class RedisRouter:
         database: the database (log positions, last seen).
         stats: the per-node counters.
         presence_ttl: seconds a session of a dead node stays online.
+        clock: the time and timers (default: the reactor).
     """
 
     def __init__(self, reactor: Any, address: BusAddress, node: str, database: Database,
-                 stats: NodeStats | None = None, presence_ttl: float = PRESENCE_TTL) -> None:
-        self.clock = reactor
+                 stats: NodeStats | None = None, presence_ttl: float = PRESENCE_TTL,
+                 clock: Any = None) -> None:
+        self.clock = clock if clock is not None else reactor
         self.ttl_ms = int(presence_ttl * 1000)
         self.node = node
         self.database = database
