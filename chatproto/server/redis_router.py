@@ -56,6 +56,9 @@ SWEEP_BATCH = 200
 #: Poke kinds.
 POKE_LOG = 1
 POKE_PUSH = 2
+#: Largest body a log poke carries with its entry (larger ones, and images, are read from
+#: the database by the receiving stream).
+MAX_POKE_BODY = 16 * 1024
 
 # KEYS: the user's set, the global set. ARGV: member, expiry ms, now ms, user, ttl ms.
 # Returns the user's live sessions after adding this one (1: the user's first anywhere).
@@ -125,6 +128,28 @@ local counts = {}
 for i = 1, #KEYS do counts[i] = redis.call('zcount', KEYS[i], ARGV[1], '+inf') end
 return counts
 """
+
+
+def _entry_fields(entry: LogEntry) -> list[Any]:
+    """A committed log entry as it travels in a poke (its body travels beside it)."""
+    return [entry.group_id, entry.sender, entry.to, entry.conv_seq, entry.created_ms,
+            entry.client_msg_id, entry.content_type, entry.mime, entry.sha256, entry.size,
+            entry.message_id]
+
+
+def _entry(fields: Any, user_seq: int) -> LogEntry | None:
+    """The entry of a poke (None if it has none or it is malformed: the stream reads the
+    log instead)."""
+    if not isinstance(fields, list) or len(fields) != 11:
+        return None
+    try:
+        (group_id, sender, to, conv_seq, created_ms, client_msg_id, content_type, mime,
+         sha256, size, message_id) = fields
+        return LogEntry(int(group_id), str(sender), None if to is None else str(to),
+                        int(conv_seq), int(created_ms), client_msg_id, int(content_type), b"",
+                        mime, sha256, int(size), int(message_id), user_seq)
+    except (TypeError, ValueError):
+        return None
 
 
 def heartbeat_interval(ttl_ms: int) -> float:
@@ -269,7 +294,13 @@ class RedisRouter:
                      body: bytes | None) -> None:
         self._heard(name, user_seq)
         self.local.log_advanced(name, user_seq, entry, body)
-        poke = msgpack.packb([POKE_LOG, self.node, user_seq, self._now_ms()])
+        fields = None
+        if (entry is not None and body is not None and entry.body is not None
+                and len(body) <= MAX_POKE_BODY):
+            fields = _entry_fields(entry)
+        else:
+            body = None
+        poke = msgpack.packb([POKE_LOG, self.node, user_seq, self._now_ms(), fields, body])
         if self.bus.publish(self._channel(name), poke):
             self.stats.pokes_sent += 1
 
@@ -286,10 +317,12 @@ class RedisRouter:
         if not isinstance(poke, list) or len(poke) < 3 or poke[1] == self.node:
             return  # ours: delivered here already
         self.stats.pokes_received += 1
-        if poke[0] == POKE_LOG and len(poke) == 4:
+        if poke[0] == POKE_LOG and len(poke) == 6:
             self.stats.observe_latency((self._now_ms() - int(poke[3])) / 1000)
             self._heard(name, int(poke[2]))
-            self.local.log_advanced(name, int(poke[2]), None, None)
+            entry = _entry(poke[4], int(poke[2]))
+            body = poke[5] if entry is not None and isinstance(poke[5], bytes) else None
+            self.local.log_advanced(name, int(poke[2]), entry if body else None, body)
         elif poke[0] == POKE_PUSH and isinstance(poke[2], bytes):
             self.local.push((name,), poke[2])
 

@@ -3,6 +3,7 @@ prefix of their own, a SQLite database for the log positions, and fake sessions.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,9 +15,9 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 
 from chatproto.server.bus import BusAddress
-from chatproto.server.redis_router import RedisRouter
+from chatproto.server.redis_router import MAX_POKE_BODY, RedisRouter
 from chatproto.storage.database import Database
-from chatproto.storage.store import ChatStore, Draft
+from chatproto.storage.store import ChatStore, Draft, LogEntry
 from chatproto.wire import messages as m
 from tests.faults.servers import free_port
 from tests.services import require_redis
@@ -90,9 +91,10 @@ def two_nodes(database: Database, addr: BusAddress, clock: Any = None,
 
 @pytest_twisted.ensureDeferred
 async def test_pokes_and_pushes_reach_the_other_node(database: Database) -> None:
-    """A log advance on node1 reaches bob's session on node2 as a poke without the entry
-    (node1's own session of bob gets the entry itself); an encoded push reaches node2's
-    session once; neither node delivers its own poke twice."""
+    """A log advance on node1 reaches bob's session on node2 as a poke carrying the committed
+    entry and its body (a body over MAX_POKE_BODY travels without: node2's stream reads the
+    log); an encoded push reaches node2's session once; neither node delivers its own poke
+    twice."""
     require_redis()
     one, two = two_nodes(database, address())
     for r in (one, two):
@@ -103,14 +105,24 @@ async def test_pokes_and_pushes_reach_the_other_node(database: Database) -> None
         one.attach(bob1)
         two.attach(bob2)
         await two.bus.run_script("return 1", [], [])  # SUBSCRIBE went out before this
-        one.log_advanced("bob", 1, "entry", b"body")
-        await bob2.until(lambda: bob2.advanced == [(1, None, None)])
-        assert bob1.advanced == [(1, "entry", b"body")]
+        entry = LogEntry(0, "ann", "bob", 1, 5, b"\1" * 16, m.ContentType.TEXT, b"body", None,
+                         None, 4, 9)
+        one.log_advanced("bob", 1, entry, b"body")
+        await bob2.until(lambda: len(bob2.advanced) == 1)
+        assert bob1.advanced == [(1, entry, b"body")]
+        seq, got, body = bob2.advanced[0]
+        assert (seq, body) == (1, b"body")
+        assert got == dataclasses.replace(entry, body=b"", user_seq=1)
+        # A large body (or an image) is not carried: the stream reads the log.
+        big = b"x" * (MAX_POKE_BODY + 1)
+        one.log_advanced("bob", 2, dataclasses.replace(entry, body=big), big)
+        await bob2.until(lambda: len(bob2.advanced) == 2)
+        assert bob2.advanced[1] == (2, None, None)
         one.push(["bob"], b"receipt")
         await bob2.until(lambda: bob2.pushed == [b"receipt"])
         assert bob1.pushed == [b"receipt"]
-        assert one.stats.pokes_sent == 2 and two.stats.pokes_received == 2
-        assert sum(two.stats.latency_counts) == 1
+        assert one.stats.pokes_sent == 3 and two.stats.pokes_received == 3
+        assert sum(two.stats.latency_counts) == 2
     finally:
         await defer.DeferredList([one.stop(), two.stop()])
 
@@ -184,8 +196,8 @@ async def test_without_redis_the_log_check_delivers(database: Database) -> None:
     try:
         bob = FakeSession("bob")
         assert await router.arrive(bob) is True
-        router.log_advanced("bob", 1, "entry", b"body")
-        assert router.stats.pokes_sent == 0 and bob.advanced == [(1, "entry", b"body")]
+        router.log_advanced("bob", 1, None, None)
+        assert router.stats.pokes_sent == 0 and bob.advanced == [(1, None, None)]
         assert await router.online(["bob", "ann"]) == frozenset({"bob"})
         store = ChatStore(database)
         await store.create_direct("ann", "bob", 0)
