@@ -123,6 +123,12 @@ class EventRecorder(Recorder):
         self.receipts: list[m.Receipt] = []
         self.typing: list[m.TypingEvent] = []
         self.presence: list[m.PresenceEvent] = []
+        self.images: list[bytes] = []
+
+    def message_received(self, deliver: m.Deliver, image: bytes | None) -> None:
+        if image is not None:
+            self.images.append(image)
+        super().message_received(deliver, image)
 
     def until(self, predicate: Any, timeout: float = UNTIL_TIMEOUT) -> Deferred[None]:
         """As Recorder.until, failing with TimeoutError after ``timeout`` seconds."""

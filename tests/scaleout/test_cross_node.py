@@ -11,6 +11,7 @@ from twisted.internet import reactor as _reactor
 
 from tests.faults.conftest import fast_session
 from tests.scaleout.nodes import EventRecorder, cluster
+from tests.terminal.conftest import png_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -20,7 +21,8 @@ async def test_three_nodes(tmp_path: Path) -> None:
     """ann on node1, ben on node2, cat on node3: a 1:1 message node1 -> node2 arrives; a
     group of the three delivers every message to the two other nodes; ben's read receipt
     and typing reach ann; presence queries see users of other nodes online; cat leaving
-    node3 tells ann and ben (offline with a last seen), coming back tells them too."""
+    node3 tells ann and ben (offline with a last seen); an image crosses nodes; a message
+    sent while cat is offline reaches cat when cat comes back on node2, which tells ann."""
     reactor = _reactor
     with cluster(tmp_path) as nodes:
         await nodes.start(reactor)
@@ -42,6 +44,7 @@ async def test_three_nodes(tmp_path: Path) -> None:
             await sessions["cat"].send_text(gid, "hi from node3")
             for u in ("ben", "cat"):
                 await recs[u].until(lambda r: "hi all" in r.bodies("ann"))
+                assert any(e.group_id == gid for e in recs[u].events)  # the group's creation
             for u in ("ann", "ben"):
                 await recs[u].until(lambda r: "hi from node3" in r.bodies("cat"))
             # receipts and typing across nodes
@@ -61,10 +64,16 @@ async def test_three_nodes(tmp_path: Path) -> None:
                     p.name == "cat" and not p.online and p.last_seen_ms for p in r.presence))
             info = {p.name: p for p in await sessions["ann"].presence()}
             assert not info["cat"].online and info["cat"].last_seen_ms
-            # and comes back (on node2 this time)
+            # an image (read from the database on the other node) and offline delivery
+            picture = png_bytes()
+            await sessions["ann"].send_image("ben", picture)
+            await recs["ben"].until(lambda r: picture in r.images)
+            await sessions["ben"].send_text("cat", "while you were away")
+            # cat comes back (on node2 this time) and gets it
             sessions["cat"] = fast_session(reactor, nodes.nodes[1].port, "cat",
                                            nodes.fingerprint, recs["cat"], register=False)
             await sessions["cat"].wait_connected()
+            await recs["cat"].until(lambda r: "while you were away" in r.bodies("ben"))
             await recs["ann"].until(lambda r: r.presence[-1].name == "cat"
                                     and r.presence[-1].online)
         finally:
