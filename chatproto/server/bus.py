@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -49,7 +49,7 @@ def check_node_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class BusAddress:
-    """Where the bus is: ``redis://HOST:PORT/DB?prefix=P``.
+    """Where the bus is: ``redis://[:PASSWORD@]HOST:PORT/DB?prefix=P``.
 
     ``prefix`` (default ``chat:``) starts every key and channel, so several deployments (or
     test runs) can share one Redis; pub/sub channels are global in Redis, whatever the DB.
@@ -59,12 +59,14 @@ class BusAddress:
     port: int
     db: int
     prefix: bytes
+    #: Redis AUTH password (never logged).
+    password: str | None = field(default=None, repr=False)
 
     @classmethod
     def parse(cls, url: str) -> BusAddress:
         parts = urlsplit(url)
         if parts.scheme != "redis":
-            raise ValueError("the bus is redis://HOST[:PORT][/DB][?prefix=P]")
+            raise ValueError("the bus is redis://[:PASSWORD@]HOST[:PORT][/DB][?prefix=P]")
         try:
             port = parts.port or 6379
         except ValueError:
@@ -79,7 +81,10 @@ class BusAddress:
         prefix = query.get("prefix", ["chat:"])[-1]
         if not prefix or len(prefix) > 64 or not prefix.isprintable():
             raise ValueError("the bus prefix is 1 to 64 printable characters")
-        return cls(parts.hostname or "127.0.0.1", port, int(path or 0), prefix.encode())
+        if parts.username:
+            raise ValueError("Redis ACL user names are not supported: redis://:PASSWORD@HOST")
+        return cls(parts.hostname or "127.0.0.1", port, int(path or 0), prefix.encode(),
+                   parts.password)
 
 
 class _Commands(txredisapi.RedisFactory):
@@ -89,7 +94,8 @@ class _Commands(txredisapi.RedisFactory):
 
     def __init__(self, bus: RedisBus) -> None:
         super().__init__(f"{bus.address.host}:{bus.address.port}", bus.address.db, 1,
-                         isLazy=True, charset=None, convertNumbers=False)
+                         isLazy=True, charset=None, convertNumbers=False,
+                         password=bus.address.password)
         self.bus = bus
 
     def addConnection(self, conn: Any) -> None:
@@ -112,7 +118,8 @@ class _Subscriptions(txredisapi.RedisFactory):
     maxDelay = MAX_RECONNECT_DELAY
 
     def __init__(self, bus: RedisBus) -> None:
-        super().__init__(None, None, 1, isLazy=True, charset=None, convertNumbers=False)
+        super().__init__(None, None, 1, isLazy=True, charset=None, convertNumbers=False,
+                         password=bus.address.password)
         self.bus = bus
 
     def addConnection(self, conn: Any) -> None:

@@ -71,3 +71,26 @@ def test_local_router_arrive_and_leave_are_attach_and_detach() -> None:
     assert results == [True, False, False, True]
     router.presence_changes(lambda n: None, lambda n, s: None)
     assert router.names() == []
+
+
+def test_bus_addresses() -> None:
+    """redis://[:PASSWORD@]HOST[:PORT][/DB][?prefix=P], with defaults; anything else is a
+    ValueError saying what is wrong; the password is not in the repr."""
+    import pytest
+
+    from chatproto.server.bus import BusAddress, check_node_name
+
+    a = BusAddress.parse("redis://10.0.0.5")
+    assert (a.host, a.port, a.db, a.prefix, a.password) == ("10.0.0.5", 6379, 0, b"chat:", None)
+    b = BusAddress.parse("redis://:s3cret@h:6380/2?prefix=prod:")
+    assert (b.host, b.port, b.db, b.prefix, b.password) == ("h", 6380, 2, b"prod:", "s3cret")
+    assert "s3cret" not in repr(b)
+    for bad, why in (("http://h", "redis://"), ("redis://h/x", "a number"),
+                     ("redis://h?x=1", "unknown"), ("redis://u:p@h", "ACL"),
+                     ("redis://h:99999", "port")):
+        with pytest.raises(ValueError, match=why):
+            BusAddress.parse(bad)
+    assert check_node_name("n1.2") == "n1.2"
+    for bad_name in ("", "a b", "x" * 65):
+        with pytest.raises(ValueError):
+            check_node_name(bad_name)
