@@ -1,11 +1,12 @@
 """Who is signed in where, and every delivery to them: an interface, and the in-process router.
 
 Every message the server pushes to a signed-in user (log entries, receipts, typing, presence,
-group events) goes through a :class:`Router`; nothing else loops over connections. A
-multi-node deployment replaces :class:`LocalRouter` (for example with Redis pub/sub for the
-pokes and a presence store with TTLs) without touching the connection or chat code: log
-advances are only pokes ("the log of X reached N"), a stream that sees a gap re-reads the log
-from the database, and presence answers come as Deferreds.
+group events) goes through a :class:`Router`; nothing else loops over connections. A node
+of a multi-node deployment (``--bus``) uses
+:class:`~chatproto.server.redis_router.RedisRouter` instead of :class:`LocalRouter` without
+touching the connection or chat code: log advances are only pokes ("the log of X reached
+N"), a stream that sees a gap re-reads the log from the database, and presence answers
+(``online``, ``arrive``, ``leave``) come as Deferreds.
 """
 
 from __future__ import annotations
