@@ -160,7 +160,7 @@ class ChatSession:
     @property
     def connected(self) -> bool:
         """Whether a connection is signed in and synced now."""
-        return self._client is not None
+        return self._usable() is not None
 
     def start(self) -> None:
         """Start connecting (:func:`open_session` calls this)."""
@@ -172,7 +172,7 @@ class ChatSession:
     def wait_connected(self) -> Deferred[ChatSession]:
         """A Deferred firing with the session once it is signed in and synced (at once if it
         is), or failing if the session goes offline first."""
-        if self._client is not None:
+        if self._usable() is not None:
             return succeed(self)
         if self.state == "offline":
             return fail(self.failure or SessionClosed("the session is closed"))
@@ -254,8 +254,15 @@ class ChatSession:
 
     # Requests forwarded to the current connection.
 
-    def _call(self, method: str, *args: Any) -> Deferred[Any]:
+    def _usable(self) -> ChatClient | None:
+        """The current connection, unless it is being lost (its pending requests fail before
+        the session hears of the loss; a request made meanwhile must not go to it). A
+        connector may return any object with ChatClient's methods: no ``lost``, not lost."""
         client = self._client
+        return None if client is None or getattr(client, "lost", False) else client
+
+    def _call(self, method: str, *args: Any) -> Deferred[Any]:
+        client = self._usable()
         if client is None:
             return fail(ConnectionLost("not connected (the session is reconnecting)"))
         result: Deferred[Any] = getattr(client, method)(*args)

@@ -50,3 +50,31 @@ def test_cli_tries_each_server(chat_server: ChatServer, client_env: dict[str, st
     sent = run("send", "nodea", "--to", "nodeb", "over", "there")
     assert sent.returncode == 0, sent.stderr
     assert json.loads(sent.stdout)["conv_seq"] >= 1
+
+
+def test_a_connection_being_lost_is_not_usable() -> None:
+    """While a lost connection fails its pending requests (before the session hears of the
+    loss), code resumed by those failures sees the session as not connected: a request fails
+    with ConnectionLost and wait_connected waits for the next connection instead of firing
+    at once (which made a retry loop spin forever when a node was killed)."""
+    from twisted.internet.task import Clock
+
+    from chatproto.client import ConnectionLost
+    from chatproto.client.reconnect import ChatSession
+
+    class Client:
+        lost = False
+
+        def history(self, *args: object) -> object:
+            raise AssertionError("a request went to a lost connection")
+
+    session = ChatSession(Clock(), lambda listener: None, "ann", "pw")  # type: ignore[arg-type,return-value]
+    client = Client()
+    session._client = client  # type: ignore[assignment]
+    assert session.connected and session.wait_connected().called
+    client.lost = True
+    assert not session.connected
+    assert not session.wait_connected().called
+    failed: list[object] = []
+    session.history("ben").addErrback(failed.append)
+    assert failed and failed[0].check(ConnectionLost)  # type: ignore[attr-defined]
