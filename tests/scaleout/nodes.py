@@ -35,8 +35,9 @@ class RedisProcess:
     """A private ``redis-server`` on a free loopback port (never the machine's shared one),
     which a test may stop and start again."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
+        self.extra_args = extra_args
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -50,7 +51,7 @@ class RedisProcess:
         log = open(self.workdir / f"redis-{self.starts}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
+             "--appendonly", "no", "--dir", str(self.workdir), *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
 

@@ -210,3 +210,27 @@ async def test_without_redis_the_log_check_delivers(database: Database) -> None:
         assert await router.leave(bob) is True
     finally:
         await router.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_password_protected_bus(database: Database, tmp_path: Path) -> None:
+    """With redis://:PASSWORD@HOST the router authenticates and works; a wrong password
+    leaves it disconnected (serving its own sessions) rather than failing."""
+    from tests.scaleout.nodes import RedisProcess
+
+    redis = RedisProcess(tmp_path, ("--requirepass", "s3cret"))
+    redis.start()
+    good = BusAddress.parse(f"redis://:s3cret@127.0.0.1:{redis.port}/0?prefix=pw:")
+    bad = BusAddress.parse(f"redis://:wrong@127.0.0.1:{redis.port}/0?prefix=pw:")
+    one = RedisRouter(_reactor, good, "node1", database)
+    two = RedisRouter(_reactor, bad, "node2", database)
+    try:
+        for r in (one, two):
+            r.bus.start()
+        await connected(one)
+        assert await one.arrive(FakeSession("bob")) is True
+        assert not two.bus.connected
+        assert await two.arrive(FakeSession("bob")) is True  # answered from the node
+    finally:
+        await defer.DeferredList([one.stop(), two.stop()])
+        redis.kill()
