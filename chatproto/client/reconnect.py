@@ -40,6 +40,7 @@ from chatproto.client.errors import (
     SigninError,
     UntrustedServer,
 )
+from chatproto.client.failover import EndpointRotation
 from chatproto.client.listener import ChatListener, SessionBridge, notify
 from chatproto.client.options import ServerTrust, Timeouts, client_options
 from chatproto.client.outbox import Outbox, OutboxEntry
@@ -597,27 +598,6 @@ class ChatSession:
         self._unsent = deque(entry.client_msg_id for entry in self.outbox
                              if entry.client_msg_id not in self._in_flight)
         self._pump()
-
-
-class EndpointRotation:
-    """Several server endpoints (nodes of one deployment) tried in turn: a connection attempt
-    goes to the current one; after a failed attempt the next one is current. A session that
-    lost its node therefore resumes on another (its cursor and outbox make that lossless)."""
-
-    def __init__(self, endpoints: str | Sequence[str]) -> None:
-        self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
-        if not self.endpoints:
-            raise ValueError("at least one server endpoint is needed")
-        self.index = 0
-
-    @property
-    def current(self) -> str:
-        return self.endpoints[self.index]
-
-    def failed(self, endpoint: str) -> None:
-        """An attempt at ``endpoint`` failed: move on (unless another attempt already did)."""
-        if self.current == endpoint:
-            self.index = (self.index + 1) % len(self.endpoints)
 
 
 def open_session(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chatproto.client.reconnect import EndpointRotation
+from chatproto.client.failover import EndpointRotation
 from tests.terminal.conftest import CLIENT, PASSWORD, WAIT, ChatServer, free_port
 
 
