@@ -149,6 +149,9 @@ class ChatClient(FeatureRequests):
         self.ready: Deferred[ChatClient] = Deferred(self._cancel_ready)
         #: ``"connecting"``, ``"connected"``, ``"signed_in"`` or ``"offline"``.
         self.state = "connecting"
+        #: True from the moment the connection is lost (before anything pending is failed,
+        #: so code resumed by those failures sees it).
+        self.lost = False
         #: The fingerprint of the server's identity key, once received.
         self.fingerprint: str | None = None
         #: The signed-in user's name and the session id, once signed in.
@@ -286,6 +289,7 @@ class ChatClient(FeatureRequests):
         """Fail everything pending (called by the protocol)."""
         if protocol is not self._protocol:
             return
+        self.lost = True
         cause = reason.value
         lost = cause if isinstance(cause, ConnectionLost) else ConnectionLost(cause=cause)
         self._fire_ready(Failure(cause if isinstance(cause, ChatClientError) else lost))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from chatproto.client.errors import (
     SigninError,
     UntrustedServer,
 )
+from chatproto.client.failover import EndpointRotation
 from chatproto.client.feature_requests import FeatureSessionCalls
 from chatproto.client.listener import ChatListener, SessionBridge, notify
 from chatproto.client.options import ServerTrust, Timeouts, client_options
@@ -48,7 +49,7 @@ from chatproto.client.outgoing import Target, encode_text, load_image, split_tar
 from chatproto.wire import messages as m
 from chatproto.wire.errors import ErrorCode
 
-__all__ = ["Backoff", "ChatSession", "Connector", "open_session"]
+__all__ = ["Backoff", "ChatSession", "Connector", "EndpointRotation", "open_session"]
 
 _log = Logger()
 
@@ -161,7 +162,7 @@ class ChatSession(FeatureSessionCalls):
     @property
     def connected(self) -> bool:
         """Whether a connection is signed in and synced now."""
-        return self._client is not None
+        return self._usable() is not None
 
     def start(self) -> None:
         """Start connecting (:func:`open_session` calls this)."""
@@ -173,7 +174,7 @@ class ChatSession(FeatureSessionCalls):
     def wait_connected(self) -> Deferred[ChatSession]:
         """A Deferred firing with the session once it is signed in and synced (at once if it
         is), or failing if the session goes offline first."""
-        if self._client is not None:
+        if self._usable() is not None:
             return succeed(self)
         if self.state == "offline":
             return fail(self.failure or SessionClosed("the session is closed"))
@@ -255,8 +256,15 @@ class ChatSession(FeatureSessionCalls):
 
     # Requests forwarded to the current connection.
 
-    def _call(self, method: str, *args: Any) -> Deferred[Any]:
+    def _usable(self) -> ChatClient | None:
+        """The current connection, unless it is being lost (its pending requests fail before
+        the session hears of the loss; a request made meanwhile must not go to it). A
+        connector may return any object with ChatClient's methods: no ``lost``, not lost."""
         client = self._client
+        return None if client is None or getattr(client, "lost", False) else client
+
+    def _call(self, method: str, *args: Any) -> Deferred[Any]:
+        client = self._usable()
         if client is None:
             return fail(ConnectionLost("not connected (the session is reconnecting)"))
         result: Deferred[Any] = getattr(client, method)(*args)
@@ -595,7 +603,7 @@ class ChatSession(FeatureSessionCalls):
 
 def open_session(
     reactor: Any,
-    endpoint: str,
+    endpoint: str | Sequence[str],
     name: str,
     password: str,
     *,
@@ -616,7 +624,9 @@ def open_session(
 
     Args:
         reactor: The reactor (connections; also the timers unless ``clock`` is given).
-        endpoint: A client endpoint description (``tcp:host:port``, ``tls:host:port``, ...).
+        endpoint: A client endpoint description (``tcp:host:port``, ``tls:host:port``, ...),
+            or several (the nodes of one deployment, sharing one server key): each attempt
+            goes to one, and a failed attempt moves to the next (:class:`EndpointRotation`).
         name: The user name.
         password: The password (kept in memory to sign in again after each reconnection).
         register: Create the account on the first connection (an existing name is fine).
@@ -653,9 +663,18 @@ def open_session(
     timers = clock if clock is not None else reactor
     session: ChatSession
 
+    rotation = EndpointRotation(endpoint)
+
     def default_connector(bridge: ChatListener) -> Deferred[ChatClient]:
-        return connect(reactor, endpoint, trust=trust, timeouts=timeouts,
-                       device_id=session.device_id, listener=bridge)
+        where = rotation.current
+        d = connect(reactor, where, trust=trust, timeouts=timeouts,
+                    device_id=session.device_id, listener=bridge)
+
+        def failed(f: Failure) -> Failure:
+            rotation.failed(where)
+            return f
+
+        return d.addErrback(failed)
 
     session = ChatSession(
         timers, connector or default_connector, name, password, register=register,

@@ -9,11 +9,16 @@ prometheus_client histograms.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol as TypingProtocol
 
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.twisted import MetricsResource
 from twisted.web.resource import Resource
 
@@ -33,6 +38,73 @@ class ServerStats:
         self.errors: Counter[str] = Counter()
         #: Delivery streams reading their user's log from the database now.
         self.replaying = 0
+
+
+#: Upper bounds (seconds) of the cross-node delivery latency histogram.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class NodeStats:
+    """The counters of one node among several (the Redis router increments them)."""
+
+    def __init__(self) -> None:
+        self.pokes_sent = 0
+        self.pokes_received = 0
+        #: Log checks that found a user's log further than any poke had said.
+        self.catch_up_reads = 0
+        #: Per bucket of LATENCY_BUCKETS (then +Inf): pokes received, by commit-to-poke time.
+        self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+
+    def observe_latency(self, seconds: float) -> None:
+        seconds = max(seconds, 0.0)
+        self.latency_sum += seconds
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if seconds <= bound:
+                self.latency_counts[i] += 1
+                return
+        self.latency_counts[-1] += 1
+
+
+class NodeCollector:
+    """The per-node metrics, each labelled with the node's name."""
+
+    def __init__(self, node: str, stats: NodeStats, live: LiveState,
+                 reconnects: Callable[[], int]) -> None:
+        self.node = node
+        self.stats = stats
+        self.live = live
+        self.reconnects = reconnects
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats
+        label = [self.node]
+        for family, doc, value in (
+            (CounterMetricFamily, ("chatproto_node_pokes_sent", "Pokes published to the bus"),
+             stats.pokes_sent),
+            (CounterMetricFamily, ("chatproto_node_pokes_received",
+                                   "Pokes from other nodes received"), stats.pokes_received),
+            (CounterMetricFamily, ("chatproto_node_catch_up_reads",
+                                   "Log checks that found entries no poke had announced"),
+             stats.catch_up_reads),
+            (CounterMetricFamily, ("chatproto_node_bus_reconnects",
+                                   "Redis connections re-established"), self.reconnects()),
+            (GaugeMetricFamily, ("chatproto_node_connections_open", "Connections open now"),
+             self.live.open_connections()),
+        ):
+            metric = family(*doc, labels=["node"])
+            metric.add_metric(label, value)
+            yield metric
+        histogram = HistogramMetricFamily(
+            "chatproto_node_cross_node_delivery_seconds",
+            "From a commit on another node to its poke arriving here", labels=["node"])
+        buckets, total = [], 0
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), stats.latency_counts,
+                                strict=True):
+            total += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), total))
+        histogram.add_metric(label, buckets, stats.latency_sum)
+        yield histogram
 
 
 class StoreObserver:

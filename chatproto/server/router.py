@@ -1,16 +1,17 @@
 """Who is signed in where, and every delivery to them: an interface, and the in-process router.
 
 Every message the server pushes to a signed-in user (log entries, receipts, typing, presence,
-group events) goes through a :class:`Router`; nothing else loops over connections. A
-multi-node deployment replaces :class:`LocalRouter` (for example with Redis pub/sub for the
-pokes and a presence store with TTLs) without touching the connection or chat code: log
-advances are only pokes ("the log of X reached N"), a stream that sees a gap re-reads the log
-from the database, and presence answers come as Deferreds.
+group events) goes through a :class:`Router`; nothing else loops over connections. A node
+of a multi-node deployment (``--bus``) uses
+:class:`~chatproto.server.redis_router.RedisRouter` instead of :class:`LocalRouter` without
+touching the connection or chat code: log advances are only pokes ("the log of X reached
+N"), a stream that sees a gap re-reads the log from the database, and presence answers
+(``online``, ``arrive``, ``leave``) come as Deferreds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, KeysView
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer
@@ -46,6 +47,20 @@ class Router(TypingProtocol):
 
     def detach(self, conn: Routed) -> bool:
         """Remove a session; True if it was the user's last (the user went offline)."""
+        ...
+
+    def arrive(self, conn: Routed) -> Deferred[bool]:
+        """Attach, then fire True if that was the user's first session on ANY node."""
+        ...
+
+    def leave(self, conn: Routed) -> Deferred[bool]:
+        """Detach, then fire True if that was the user's last session on ANY node."""
+        ...
+
+    def presence_changes(self, came_online: Callable[[str], None],
+                         went_offline: Callable[[str, int], None]) -> None:
+        """Where to report changes no session of this node caused: a user whose sessions
+        expired with a dead node went offline (name, last seen ms), or came back online."""
         ...
 
     def push(self, names: Iterable[str], payload: bytes) -> None:
@@ -90,6 +105,24 @@ class LocalRouter:
             return False
         del self._sessions[conn.name]
         return True
+
+    def arrive(self, conn: Routed) -> Deferred[bool]:
+        return defer.succeed(self.attach(conn))
+
+    def leave(self, conn: Routed) -> Deferred[bool]:
+        return defer.succeed(self.detach(conn))
+
+    def presence_changes(self, came_online: Callable[[str], None],
+                         went_offline: Callable[[str, int], None]) -> None:
+        """In one process every change comes from attach and detach: nothing to report."""
+
+    def names(self) -> list[str]:
+        """The users with a session here."""
+        return list(self._sessions)
+
+    def names_set(self) -> KeysView[str]:
+        """The users with a session here (a live view)."""
+        return self._sessions.keys()
 
     def push(self, names: Iterable[str], payload: bytes) -> None:
         sessions = self._sessions

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from chatproto.server.admission import Admission, LocalAdmission
+from chatproto.server.bus import BusAddress
 from chatproto.server.chat import ChatHandlers
 from chatproto.server.connection import Connection, Link, RequestHandler
 from chatproto.server.feature_handlers import FeatureHandlers
@@ -24,10 +25,11 @@ from chatproto.server.feature_settings import FeatureSettings
 from chatproto.server.identity import identity_fingerprint
 from chatproto.server.limits import LimitSettings
 from chatproto.server.login import Authenticator
-from chatproto.server.metrics import ServerStats, StoreObserver, metrics_resource
+from chatproto.server.metrics import NodeCollector, ServerStats, StoreObserver, metrics_resource
 from chatproto.server.passwords import PasswordHasher
 from chatproto.server.presence import PresenceAnnouncer
 from chatproto.server.protocol import ChatServerFactory
+from chatproto.server.redis_router import PRESENCE_TTL, RedisRouter
 from chatproto.server.router import LocalRouter, Router
 from chatproto.server.web import WebSettings
 from chatproto.storage.database import Database
@@ -142,13 +144,18 @@ class ChatService(service.MultiService):
         retention_days: archive retention (0: forever).
         web: the web client's listeners (``--listen-web``), if any.
         versions: the protocol versions accepted (``--refuse-v1``: only 2).
+        bus: the Redis bus (``--bus``): this process is one node of several.
+        node: this node's name (``--node-name``), with ``bus``.
+        presence_ttl: seconds the sessions of a dead node stay online (``--presence-ttl``).
     """
 
     def __init__(self, reactor: Any, database: Database, identity: Ed25519PrivateKey,
                  endpoints: list[Any], hasher: PasswordHasher, limits: LimitSettings,
                  metrics_endpoint: Any = None, retention_days: float = 0,
                  web: WebSettings | None = None,
-                 versions: Sequence[int] = SUPPORTED_VERSIONS) -> None:
+                 versions: Sequence[int] = SUPPORTED_VERSIONS,
+                 bus: BusAddress | None = None, node: str = "",
+                 presence_ttl: float = PRESENCE_TTL) -> None:
         super().__init__()
         self.retention_days = retention_days
         self._pruning: task.LoopingCall | None = None
@@ -162,10 +169,13 @@ class ChatService(service.MultiService):
         self.hasher = hasher
         image_dir = default_image_directory(database.engine, os.environ)
         files = None if image_dir is None else ImageFiles(image_dir)
+        #: The router of a node among several (None: this process serves everybody).
+        self.cluster = (RedisRouter(reactor, bus, node, database, presence_ttl=presence_ttl)
+                        if bus is not None
+                        else None)
         self.server = ChatServer(reactor=reactor, identity=identity,
                                  store=ChatStore(database, files=files), hasher=hasher,
-                                 limits=limits,
-                                 versions=versions)
+                                 limits=limits, versions=versions, router=self.cluster)
         self.factory = ChatServerFactory(self.server)
         #: (what, endpoint, factory) for every listener, opened once the database is ready.
         self.endpoints: list[tuple[str, Any, Any]] = [
@@ -178,6 +188,10 @@ class ChatService(service.MultiService):
             observer = StoreObserver(registry)
             database.on_transaction = observer.transaction
             self.server.store.writes.on_batch = observer.batch
+            if self.cluster is not None:
+                bus_ = self.cluster.bus
+                registry.register(NodeCollector(self.cluster.node, self.cluster.stats,
+                                                self.server, lambda: bus_.reconnects))
             site = Site(metrics_resource(self.server.stats, self.server, registry))
             self.endpoints.append(("metrics", metrics_endpoint, site))
         #: The listening ports, once listening.
@@ -203,6 +217,8 @@ class ChatService(service.MultiService):
     async def _start(self) -> None:
         await self.database.start()
         log.info("database ready: {db}", db=self.database.engine.describe())
+        if self.cluster is not None:
+            self.cluster.start()
         for what, endpoint, factory in self.endpoints:
             port = await endpoint.listen(factory)
             self.ports.append(port)
@@ -267,6 +283,8 @@ class ChatService(service.MultiService):
             await self.server.stop()
             if self.last_prune is not None and not self.last_prune.called:
                 await self.last_prune
+            if self.cluster is not None:
+                await self.cluster.stop()
         finally:
             self.hasher.stop()
             self.database.close()

@@ -19,7 +19,8 @@ from twisted.internet import endpoints
 from twisted.logger import globalLogPublisher, jsonFileLogObserver
 from twisted.python import usage
 
-from chatproto.server import web
+from chatproto.server import web, workers
+from chatproto.server.bus import BusAddress, check_node_name, default_node_name
 from chatproto.server.identity import (
     IdentityError,
     identity_fingerprint,
@@ -28,6 +29,7 @@ from chatproto.server.identity import (
 )
 from chatproto.server.limits import LimitSettings
 from chatproto.server.passwords import JOBS_PER_ADDRESS, Argon2Parameters, PasswordHasher
+from chatproto.server.redis_router import PRESENCE_TTL
 from chatproto.server.service import ChatService
 from chatproto.storage.database import Database
 from chatproto.wire.handshake import SUPPORTED_VERSIONS
@@ -139,6 +141,18 @@ class Options(usage.Options):
         ["argon2-jobs-per-ip", None, JOBS_PER_ADDRESS,
          "Password hashes waiting or running at once for one client address (IPv6: per /64); "
          "more sign-ins from it are answered TRY_LATER.", positive_int],
+        ["bus", None, None,
+         "Join other nodes serving the same users through this Redis: "
+         "redis://HOST[:PORT][/DB][?prefix=P] (needs a postgresql:// --database)."],
+        ["node-name", None, None,
+         "This node's name in logs and metrics (default: host:pid)."],
+        ["workers", None, 1,
+         "Server processes sharing the listeners (tcp: endpoints only), each a node of "
+         "its own; needs a postgresql:// --database and --bus. With --metrics, worker i "
+         "serves metrics on its port + i - 1.", positive_int],
+        ["presence-ttl", None, PRESENCE_TTL,
+         "With --bus: seconds the users of a node that died stay online (each node refreshes "
+         "its sessions every third of it).", positive_float],
         *_limit_parameters(),
     ]
 
@@ -147,6 +161,10 @@ class Options(usage.Options):
     endpoints: list[Any]
     metrics_endpoint: Any
     web_settings: web.WebSettings | None
+    bus: BusAddress | None
+    node_name: str
+    #: With --workers: (family, interface, port, backlog) of every listener to share.
+    shared_sockets: list[tuple[int, str, int, int]]
 
     def __init__(self) -> None:
         super().__init__()
@@ -220,15 +238,51 @@ class Options(usage.Options):
             self.database = Database.from_uri(self["database"])
         except ValueError as e:
             raise usage.UsageError(f"--database: {e}")
+        self._check_nodes()
         from twisted.internet import reactor
 
         self.endpoints = [_endpoint(reactor, "--listen", s) for s in self["listen"]]
         self.metrics_endpoint = (_endpoint(reactor, "--metrics", self["metrics"])
                                  if self["metrics"] else None)
+        self.shared_sockets = []
+        if self["workers"] > 1:
+            try:
+                self.shared_sockets = [
+                    workers.tcp_address(ep, "--listen") for ep in self.endpoints] + [
+                    workers.tcp_address(_endpoint(reactor, "--listen-web", s), "--listen-web")
+                    for s in self["listen-web"]]
+                if self.metrics_endpoint is not None:
+                    workers.tcp_address(self.metrics_endpoint, "--metrics")
+            except ValueError as e:
+                raise usage.UsageError(str(e))
         self.web_settings = web.WebSettings(
             endpoints=[_endpoint(reactor, "--listen-web", s) for s in self["listen-web"]],
             trusted_proxies=self["trusted-proxy"], allowed_origins=self["web-origin"],
         ) if self["listen-web"] else None
+
+    def _check_nodes(self) -> None:
+        """--bus and --node-name; several nodes share one PostgreSQL database (SQLite is one
+        process's file)."""
+        try:
+            self.node_name = check_node_name(self["node-name"] or default_node_name())
+        except ValueError as e:
+            raise usage.UsageError(f"--node-name: {e}")
+        self.bus = None
+        if self["workers"] > 1 and self["bus"] is None:
+            raise usage.UsageError(
+                "--workers needs --bus redis://HOST:PORT (the workers are nodes that poke "
+                "each other through Redis) and a PostgreSQL --database")
+        if self["bus"] is None:
+            return
+        if self.database.engine.name != "postgres":
+            raise usage.UsageError(
+                f"{'--workers' if self['workers'] > 1 else '--bus'} needs a PostgreSQL "
+                "--database (postgresql://...): several server processes share one database, "
+                "and SQLite is a single process's file (it stays the one-process default)")
+        try:
+            self.bus = BusAddress.parse(self["bus"])
+        except ValueError as e:
+            raise usage.UsageError(f"--bus: {e}")
 
     def _check_identity(self) -> None:
         """An existing key file must be usable; a missing one must be creatable (makeService
@@ -265,9 +319,21 @@ def _endpoint(reactor: Any, option: str, description: str) -> Any:
         raise usage.UsageError(f"{option} {description!r}: {e}")
 
 
-def makeService(options: Options) -> ChatService:
-    """The chat service for checked options (the database opens when the service starts)."""
+def makeService(options: Options) -> ChatService | workers.WorkerSupervisor:
+    """The chat service for checked options (the database opens when the service starts);
+    with --workers, the supervisor of that many of them."""
     from twisted.internet import reactor
+
+    if options["workers"] > 1:
+        try:  # created once here, not raced by the workers
+            load_or_create_identity(options["identity"])
+        except (IdentityError, OSError) as e:
+            raise usage.UsageError(f"--identity: {e}") from None
+        web_count = len(options["listen-web"])
+        return workers.WorkerSupervisor(
+            reactor, options["workers"], options.shared_sockets,
+            lambda index, names: workers.worker_arguments(options, index, names,
+                                                          options.node_name, web_count))
 
     if options["log-json"]:
         # Kept open for the life of the process, like twistd's own log file.
@@ -283,4 +349,6 @@ def makeService(options: Options) -> ChatService:
     return ChatService(reactor, options.database, identity, options.endpoints, hasher,
                        options.limit_settings(), metrics_endpoint=options.metrics_endpoint,
                        retention_days=options["retention-days"], web=options.web_settings,
-                       versions=(2,) if options["refuse-v1"] else SUPPORTED_VERSIONS)
+                       versions=(2,) if options["refuse-v1"] else SUPPORTED_VERSIONS,
+                       bus=options.bus, node=options.node_name,
+                       presence_ttl=options["presence-ttl"])

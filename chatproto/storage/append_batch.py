@@ -192,7 +192,10 @@ def _stored_earlier(txn: Transaction, drafts: list[Draft],
 
 def _write(txn: Transaction, plan: list[_Planned], user_ids: dict[str, int]) -> list[Appended]:
     """Take the sequence numbers, insert the messages and deliveries; one Appended per item."""
-    lock = txn.engine.for_update
+    # Rows locked in id order (ORDER BY runs below the lock): two nodes' batches over
+    # overlapping conversations and users then queue instead of deadlocking (PostgreSQL
+    # locks an unordered IN in physical order, which updates keep changing).
+    lock = " ORDER BY id" + txn.engine.for_update
     conv_seq = {int(i): int(n) for i, n in select_in(
         txn, "SELECT id, next_seq FROM conversations WHERE id IN",
         sorted({p.conv_id for p in plan}), lock)}

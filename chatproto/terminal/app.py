@@ -266,7 +266,7 @@ class TerminalClient:
         self.model = ChatModel(name)
         self.main.reset()
         session = open_session(
-            self.reactor, self.settings.server, name, password,
+            self.reactor, self.settings.servers, name, password,
             trust=self.settings.trust(self.ask_trust), device_id=self.device_id,
             state_path=self.store.path("session", name, "json"),
             outbox_path=self.store.path("outbox", name, "sqlite"),

@@ -20,7 +20,7 @@ import json
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -200,9 +200,12 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     def default(value: object) -> object:
         return argparse.SUPPRESS if suppress else value
 
-    parser.add_argument("--server", metavar="ENDPOINT", default=default(DEFAULT_SERVER),
+    parser.add_argument("--server", metavar="ENDPOINT", action="append",
+                        default=default(None),
                         help="the server, as a Twisted client endpoint "
-                             f"(default {DEFAULT_SERVER}; tls:HOST:PORT for TLS)")
+                             f"(default {DEFAULT_SERVER}; tls:HOST:PORT for TLS); repeat it "
+                             "for the nodes of one deployment: they are tried in turn, and a "
+                             "session that loses its node resumes on the next")
     parser.add_argument("--known-servers", metavar="PATH", type=Path,
                         default=default(None),
                         help=f"the pinned server keys (default {default_known_servers()})")
@@ -277,18 +280,26 @@ def build_parser() -> argparse.ArgumentParser:
 class Settings:
     """The resolved common options."""
 
+    #: The first server; ``servers`` has them all (the nodes of one deployment).
     server: str
     known_servers: KnownServers
     server_fingerprint: str | None
     name: str | None
     state_dir: Path
     downloads: Path
+    servers: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.servers:
+            self.servers = [self.server]
 
     @staticmethod
     def from_args(args: argparse.Namespace) -> Settings:
         """Apply the defaults to parsed options."""
+        servers = getattr(args, "server", None) or [DEFAULT_SERVER]
         return Settings(
-            server=args.server,
+            server=servers[0],
+            servers=list(servers),
             known_servers=KnownServers(args.known_servers or default_known_servers()),
             server_fingerprint=args.server_fingerprint,
             name=args.name,
@@ -408,10 +419,18 @@ async def open_client(reactor: Any, settings: Settings, args: argparse.Namespace
             print(f"chatproto-client: trusting {host} {fingerprint} (pinned in "
                   f"{settings.known_servers.path})", file=sys.stderr)
             return True
-    client: ChatClient = await connect(
-        reactor, settings.server, trust=settings.trust(trust),
-        device_id=load_device_id(settings.state_dir), listener=listener, auto_ack=auto_ack)
-    return client
+    for i, server in enumerate(settings.servers):
+        try:
+            client: ChatClient = await connect(
+                reactor, server, trust=settings.trust(trust),
+                device_id=load_device_id(settings.state_dir), listener=listener,
+                auto_ack=auto_ack)
+        except (ConnectError, DNSLookupError):
+            if i == len(settings.servers) - 1:
+                raise
+            continue
+        return client
+    raise AssertionError("unreachable: Settings has at least one server")
 
 
 async def _run(reactor: Any, args: argparse.Namespace) -> int:
@@ -420,11 +439,12 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
         raise CommandError(EXIT_USAGE, "--name is required")
     if m.NAME_PATTERN.fullmatch(settings.name) is None:
         raise CommandError(EXIT_USAGE, f"invalid name {settings.name!r}: {NAME_RULE}")
-    try:
-        clientFromString(reactor, settings.server)
-    except (ValueError, KeyError, TypeError) as e:
-        raise CommandError(EXIT_USAGE, f"invalid --server {settings.server!r}: {e} (an "
-                                       "endpoint such as tcp:HOST:PORT or tls:HOST:PORT)")
+    for server in settings.servers:
+        try:
+            clientFromString(reactor, server)
+        except (ValueError, KeyError, TypeError) as e:
+            raise CommandError(EXIT_USAGE, f"invalid --server {server!r}: {e} (an "
+                                           "endpoint such as tcp:HOST:PORT or tls:HOST:PORT)")
     if args.command == "tail" and args.count is not None and args.count < 1:
         raise CommandError(EXIT_USAGE, "--count must be 1 or more")
     image: bytes | None = None

@@ -1,0 +1,81 @@
+"""Three nodes on one PostgreSQL and one Redis: users on different nodes chat as if they
+shared one server (1:1, a group across all three, receipts, typing, presence)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor as _reactor
+
+from tests.faults.conftest import fast_session
+from tests.scaleout.nodes import EventRecorder, cluster
+from tests.terminal.conftest import png_bytes
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+
+@pytest_twisted.ensureDeferred
+async def test_three_nodes(tmp_path: Path) -> None:
+    """ann on node1, ben on node2, cat on node3: a 1:1 message node1 -> node2 arrives; a
+    group of the three delivers every message to the two other nodes; ben's read receipt
+    and typing reach ann; presence queries see users of other nodes online; cat leaving
+    node3 tells ann and ben (offline with a last seen); an image crosses nodes; a message
+    sent while cat is offline reaches cat when cat comes back on node2, which tells ann."""
+    reactor = _reactor
+    with cluster(tmp_path) as nodes:
+        await nodes.start(reactor)
+        recs = {u: EventRecorder() for u in ("ann", "ben", "cat")}
+        sessions = {u: fast_session(reactor, nodes.nodes[i].port, u, nodes.fingerprint,
+                                    recs[u])
+                    for i, u in enumerate(("ann", "ben", "cat"))}
+        try:
+            for s in sessions.values():
+                await s.wait_connected()
+            # 1:1 across nodes
+            ack = await sessions["ann"].send_text("ben", "hello ben")
+            await recs["ben"].until(lambda r: r.bodies("ann") == ["hello ben"])
+            # a group spanning the three nodes
+            created = await sessions["ann"].create_group(["ben", "cat"], "trio")
+            gid = created.group_id
+            assert created.offline == ()  # ben and cat are online (on other nodes)
+            await sessions["ann"].send_text(gid, "hi all")
+            await sessions["cat"].send_text(gid, "hi from node3")
+            for u in ("ben", "cat"):
+                await recs[u].until(lambda r: "hi all" in r.bodies("ann"))
+                assert any(e.group_id == gid for e in recs[u].events)  # the group's creation
+            for u in ("ann", "ben"):
+                await recs[u].until(lambda r: "hi from node3" in r.bodies("cat"))
+            # receipts and typing across nodes
+            await sessions["ben"].mark_read("ann", ack.conv_seq)
+            await recs["ann"].until(lambda r: any(
+                x.by == "ben" and x.conv_seq == ack.conv_seq for x in r.receipts))
+            await sessions["ben"].typing("ann", True)
+            await recs["ann"].until(lambda r: any(
+                t.sender == "ben" and t.active for t in r.typing))
+            # presence: answers include the other nodes' users
+            info = {p.name: p for p in await sessions["ann"].presence()}
+            assert info["ben"].online and info["cat"].online
+            # cat leaves node3: ann (node1) and ben (node2) see cat offline with a last seen
+            await sessions["cat"].close()
+            for u in ("ann", "ben"):
+                await recs[u].until(lambda r: any(
+                    p.name == "cat" and not p.online and p.last_seen_ms for p in r.presence))
+            info = {p.name: p for p in await sessions["ann"].presence()}
+            assert not info["cat"].online and info["cat"].last_seen_ms
+            # an image (read from the database on the other node) and offline delivery
+            picture = png_bytes()
+            await sessions["ann"].send_image("ben", picture)
+            await recs["ben"].until(lambda r: picture in r.images)
+            await sessions["ben"].send_text("cat", "while you were away")
+            # cat comes back (on node2 this time) and gets it
+            sessions["cat"] = fast_session(reactor, nodes.nodes[1].port, "cat",
+                                           nodes.fingerprint, recs["cat"], register=False)
+            await sessions["cat"].wait_connected()
+            await recs["cat"].until(lambda r: "while you were away" in r.bodies("ben"))
+            await recs["ann"].until(lambda r: r.presence[-1].name == "cat"
+                                    and r.presence[-1].online)
+        finally:
+            for s in sessions.values():
+                await s.close()
