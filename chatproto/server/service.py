@@ -6,6 +6,7 @@ import gc
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -147,6 +148,10 @@ class ChatService(service.MultiService):
         bus: the Redis bus (``--bus``): this process is one node of several.
         node: this node's name (``--node-name``), with ``bus``.
         presence_ttl: seconds the sessions of a dead node stay online (``--presence-ttl``).
+        features: the everyday features' settings (edit window, file size, name hold, the
+            file directory).
+        image_dir: where image bodies go (``--image-dir``; None: ``$CHATPROTO_IMAGE_DIR``, else
+            beside a SQLite file, else in the database).
     """
 
     def __init__(self, reactor: Any, database: Database, identity: Ed25519PrivateKey,
@@ -155,7 +160,9 @@ class ChatService(service.MultiService):
                  web: WebSettings | None = None,
                  versions: Sequence[int] = SUPPORTED_VERSIONS,
                  bus: BusAddress | None = None, node: str = "",
-                 presence_ttl: float = PRESENCE_TTL) -> None:
+                 presence_ttl: float = PRESENCE_TTL,
+                 features: FeatureSettings | None = None,
+                 image_dir: str | None = None) -> None:
         super().__init__()
         self.retention_days = retention_days
         self._pruning: task.LoopingCall | None = None
@@ -167,15 +174,17 @@ class ChatService(service.MultiService):
         self.reactor = reactor
         self.database = database
         self.hasher = hasher
-        image_dir = default_image_directory(database.engine, os.environ)
-        files = None if image_dir is None else ImageFiles(image_dir)
+        images = (Path(image_dir) if image_dir
+                  else default_image_directory(database.engine, os.environ))
+        files = None if images is None else ImageFiles(images)
         #: The router of a node among several (None: this process serves everybody).
         self.cluster = (RedisRouter(reactor, bus, node, database, presence_ttl=presence_ttl)
                         if bus is not None
                         else None)
         self.server = ChatServer(reactor=reactor, identity=identity,
                                  store=ChatStore(database, files=files), hasher=hasher,
-                                 limits=limits, versions=versions, router=self.cluster)
+                                 limits=limits, versions=versions, router=self.cluster,
+                                 features=features)
         self.factory = ChatServerFactory(self.server)
         #: (what, endpoint, factory) for every listener, opened once the database is ready.
         self.endpoints: list[tuple[str, Any, Any]] = [

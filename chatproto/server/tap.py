@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import endpoints
@@ -21,6 +22,12 @@ from twisted.python import usage
 
 from chatproto.server import web, workers
 from chatproto.server.bus import BusAddress, check_node_name, default_node_name
+from chatproto.server.feature_settings import (
+    DEFAULT_EDIT_WINDOW_MS,
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_NAME_HOLD_MS,
+    FeatureSettings,
+)
 from chatproto.server.identity import (
     IdentityError,
     identity_fingerprint,
@@ -153,6 +160,20 @@ class Options(usage.Options):
         ["presence-ttl", None, PRESENCE_TTL,
          "With --bus: seconds the users of a node that died stay online (each node refreshes "
          "its sessions every third of it).", positive_float],
+        ["edit-window-minutes", None, DEFAULT_EDIT_WINDOW_MS / 60_000,
+         "Minutes after sending during which the sender may edit a message (deleting is "
+         "allowed at any time).", non_negative_float],
+        ["max-file-mib", None, DEFAULT_MAX_FILE_BYTES // (1024 * 1024),
+         "Largest file (not image) a client may send, in MiB.", positive_int],
+        ["name-hold-days", None, DEFAULT_NAME_HOLD_MS / 86_400_000,
+         "Days the name of a deleted account cannot be registered again.",
+         non_negative_float],
+        ["file-dir", None, None,
+         "Directory of the file bodies (content-addressed); default: DATABASE.files beside a "
+         "SQLite file, ./chat-files for PostgreSQL (name a directory every node shares)."],
+        ["image-dir", None, None,
+         "Directory of the image bodies (content-addressed); default: $CHATPROTO_IMAGE_DIR, "
+         "else DATABASE.images beside a SQLite file, else in the PostgreSQL database."],
         *_limit_parameters(),
     ]
 
@@ -211,6 +232,16 @@ class Options(usage.Options):
         "A page origin (https://host[:port]) allowed to open the web client's WebSocket. "
         "Repeatable; default: only the origin the page was served from."
     )
+
+    def feature_settings(self) -> FeatureSettings:
+        """The everyday features' settings from --edit-window-minutes, --max-file-mib,
+        --name-hold-days and --file-dir."""
+        return FeatureSettings(
+            edit_window_ms=int(self["edit-window-minutes"] * 60_000),
+            name_hold_ms=int(self["name-hold-days"] * 86_400_000),
+            max_file_bytes=self["max-file-mib"] * 1024 * 1024,
+            blob_dir=Path(self["file-dir"]) if self["file-dir"] else None,
+        )
 
     def postOptions(self) -> None:
         if not self["listen"]:
@@ -351,4 +382,5 @@ def makeService(options: Options) -> ChatService | workers.WorkerSupervisor:
                        retention_days=options["retention-days"], web=options.web_settings,
                        versions=(2,) if options["refuse-v1"] else SUPPORTED_VERSIONS,
                        bus=options.bus, node=options.node_name,
-                       presence_ttl=options["presence-ttl"])
+                       presence_ttl=options["presence-ttl"],
+                       features=options.feature_settings(), image_dir=options["image-dir"])

@@ -135,12 +135,33 @@ def test_refuse_v1_and_hashing_jobs_per_address_reach_the_server(tmp_path: Path)
     assert refusing.hasher.queue.max_per_key == 7
 
 
+def test_feature_and_file_options_reach_the_server(tmp_path: Path) -> None:
+    """--edit-window-minutes, --max-file-mib, --name-hold-days and --file-dir set the
+    everyday features' settings (defaults: 15 minutes, 100 MiB, 90 days, beside the
+    database); --image-dir names the image directory (default: beside the SQLite file)."""
+    base = ["--database", f"sqlite:{tmp_path / 'chat.db'}",
+            "--identity", str(tmp_path / "id.key"), *FAST_ARGS]
+    default = makeService(parse(*base))
+    settings = default.server.features.settings
+    assert (settings.edit_window_ms, settings.max_file_bytes, settings.name_hold_ms,
+            settings.blob_dir) == (15 * 60_000, 100 * 2**20, 90 * 86_400_000, None)
+    assert default.server.store.log.files.directory == Path(f"{tmp_path / 'chat.db'}.images")
+    custom = makeService(parse(*base, "--edit-window-minutes", "2", "--max-file-mib", "3",
+                               "--name-hold-days", "0.5", "--file-dir", str(tmp_path / "f"),
+                               "--image-dir", str(tmp_path / "i")))
+    settings = custom.server.features.settings
+    assert (settings.edit_window_ms, settings.max_file_bytes, settings.name_hold_ms,
+            settings.blob_dir) == (120_000, 3 * 2**20, 43_200_000, tmp_path / "f")
+    assert custom.server.store.log.files.directory == tmp_path / "i"
+
+
 def test_help_documents_every_option() -> None:
     """The help text names every option, each limit included, with a description."""
     text = str(Options())
     names = ["listen", "database", "identity", "argon2-memory-kib", "argon2-iterations",
              "argon2-lanes", "argon2-threads", "insecure-fast-hashing", "fingerprint",
-             "refuse-v1", "argon2-jobs-per-ip"]
+             "refuse-v1", "argon2-jobs-per-ip", "edit-window-minutes", "max-file-mib",
+             "name-hold-days", "file-dir", "image-dir"]
     names += [f.replace("_", "-") for f in LimitSettings.__dataclass_fields__]
     for name in names:
         assert f"--{name}" in text, name
