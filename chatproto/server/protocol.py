@@ -5,6 +5,15 @@ It feeds received bytes to the wire protocol (:class:`ServerHandshake`, then the
 writes what the connection sends. Login, chat and delivery are the connection's business
 (:mod:`chatproto.server.connection`); parsing and cryptography are :mod:`chatproto.wire`'s.
 It works over any transport with ``write``, ``loseConnection`` and ``getPeer``.
+
+Flow control (README, "Resource bounds"): the adapter is the transport's streaming producer.
+When the transport's write buffer passes its high-water mark it calls :meth:`pauseProducing`:
+the connection stops pushing deliveries (its stream reads the log again once
+:meth:`resumeProducing` says the buffer drained), bytes still written meanwhile are counted
+against ``max_write_backlog``, and a buffer still above the mark after ``write_stall_timeout``
+aborts the connection, releasing its buffers. On the read side the connection asks the adapter
+to stop reading (:meth:`pause_reading`) while too many of its requests wait for an answer;
+frames already received stay undecoded in the session's buffer until it reads again.
 """
 
 from __future__ import annotations
@@ -14,10 +23,11 @@ from typing import Any
 from typing import Protocol as TypingProtocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from chatproto.server.connection import Connection, Link
 from chatproto.server.limits import LimitSettings
@@ -55,8 +65,10 @@ class ConnectionSource(TypingProtocol):
         ...
 
 
+@implementer(IPushProducer)
 class ChatServerProtocol(Protocol):
-    """One client connection over a stream transport: implements :class:`Link`."""
+    """One client connection over a stream transport: implements :class:`Link`, and is the
+    transport's streaming producer (the transport pauses it when its write buffer is full)."""
 
     transport: Any  # an ITransport (typed loosely: mypy does not read zope interfaces)
 
@@ -69,6 +81,14 @@ class ChatServerProtocol(Protocol):
         self.closed = False
         self._deadline: Any = None
         self._idle: Any = None
+        #: The transport's write buffer is above its high-water mark (it paused us).
+        self.write_paused = False
+        #: Bytes written since the transport paused us.
+        self.write_backlog = 0
+        self._stall: Any = None
+        #: The connection asked us to stop reading (too many requests in flight).
+        self.reading_paused = False
+        self._dispatching = False
 
     # --- connection lifetime -----------------------------------------------------------------
 
@@ -80,6 +100,7 @@ class ChatServerProtocol(Protocol):
         self.conn.opened()
         if self.closed:
             return
+        self.transport.registerProducer(self, True)
         clock = server.clock
         self._deadline = clock.callLater(
             server.limits.handshake_timeout,
@@ -92,6 +113,9 @@ class ChatServerProtocol(Protocol):
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.closed = True
         self._cancel_timers()
+        if self._stall is not None and self._stall.active():
+            self._stall.cancel()
+        self._stall = None
         if self.conn is not None:
             self.conn.connection_lost()
 
@@ -99,6 +123,75 @@ class ChatServerProtocol(Protocol):
         for call in (self._deadline, self._idle):
             if call is not None and call.active():
                 call.cancel()
+
+    # --- IPushProducer: the transport's write buffer -----------------------------------------
+
+    def pauseProducing(self) -> None:
+        """The transport's write buffer passed its high-water mark."""
+        if self.write_paused or self.closed:
+            return
+        self.write_paused = True
+        self.write_backlog = 0
+        self._stall = self.server.clock.callLater(self.server.limits.write_stall_timeout,
+                                                  self._stalled)
+        if self.conn is not None:
+            self.conn.writes_paused()
+
+    def resumeProducing(self) -> None:
+        """The transport's write buffer drained."""
+        if not self.write_paused:
+            return
+        self.write_paused = False
+        self.write_backlog = 0
+        if self._stall is not None and self._stall.active():
+            self._stall.cancel()
+        self._stall = None
+        if self.conn is not None and not self.closed:
+            self.conn.writes_resumed()
+
+    def stopProducing(self) -> None:
+        """The transport is closing (connectionLost follows)."""
+
+    def _stalled(self) -> None:
+        self._stall = None
+        self.abort(f"nothing read for {self.server.limits.write_stall_timeout:g} s")
+
+    def abort(self, why: str) -> None:
+        """Close at once, dropping what the transport still buffers (a peer that does not
+        read gets no error frame: it would wait behind the rest)."""
+        log.info("aborting {ip}: {why}", ip=self.peer_ip, why=why)
+        self.server.stats.errors["WRITE_STALLED"] += 1
+        self.closed = True
+        self.transport.abortConnection()
+
+    def _over_backlog(self, size: int) -> bool:
+        """Count ``size`` bytes written while paused; True (and aborted) beyond the bound."""
+        self.write_backlog += size
+        limit = self.server.limits.max_write_backlog
+        if self.write_backlog <= limit:
+            return False
+        self.abort(f"more than {limit} bytes waiting")
+        return True
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused:
+            self.reading_paused = True
+            if not self.closed:
+                self.transport.pauseProducing()
+
+    def resume_reading(self) -> None:
+        if not self.reading_paused:
+            return
+        self.reading_paused = False
+        if self.closed:
+            return
+        if not self._dispatching and self.session is not None:
+            # The frames received before the pause first; they may fill the requests again.
+            self._safely(self._dispatch)
+        if not self.reading_paused and not self.closed:
+            self.transport.resumeProducing()
 
     def dataReceived(self, data: bytes) -> None:
         if self.closed:
@@ -150,14 +243,19 @@ class ChatServerProtocol(Protocol):
         conn = self.conn
         assert session is not None and conn is not None
         stats = self.server.stats
-        while not self.closed:
-            msg = session.next_message()
-            if msg is None:
-                return
-            kind = type(msg).__name__
-            stats.messages_in[kind] += 1
-            stats.bytes_in[kind] += session.last_payload_size
-            conn.message_received(msg)
+        self._dispatching = True
+        try:
+            # Paused: the rest stays undecoded in the session's buffer (bytes, not objects).
+            while not self.closed and not self.reading_paused:
+                msg = session.next_message()
+                if msg is None:
+                    return
+                kind = type(msg).__name__
+                stats.messages_in[kind] += 1
+                stats.bytes_in[kind] += session.last_payload_size
+                conn.message_received(msg)
+        finally:
+            self._dispatching = False
 
     def _flush(self) -> None:
         if self.handshake is not None:
@@ -178,6 +276,8 @@ class ChatServerProtocol(Protocol):
             stats = self.server.stats
             stats.messages_out[kind] += 1
             stats.bytes_out[kind] += len(data)
+            if self.write_paused and self._over_backlog(len(data)):
+                return
             self.transport.write(data)
 
     def send_encoded(self, payload: bytes) -> None:
@@ -190,6 +290,8 @@ class ChatServerProtocol(Protocol):
             stats = self.server.stats
             stats.messages_out["fan-out"] += 1
             stats.bytes_out["fan-out"] += len(data)
+            if self.write_paused and self._over_backlog(len(data)):
+                return
             self.transport.write(data)
 
     def _exhausted(self, e: LocalProtocolError) -> None:
@@ -215,7 +317,11 @@ class ChatServerProtocol(Protocol):
 
     def close(self) -> None:
         self.closed = True
-        self.transport.loseConnection()
+        if self.write_paused:
+            # loseConnection would wait for a peer that does not read: release the buffers now.
+            self.transport.abortConnection()
+        else:
+            self.transport.loseConnection()
 
     def accept_credentials(self, register: bool) -> None:
         hs = self.handshake

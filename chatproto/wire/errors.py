@@ -60,6 +60,7 @@ class ErrorCode(enum.IntEnum):
     BAD_IMAGE = 305
     INVALID_REQUEST = 306
     MESSAGE_TOO_LARGE = 307
+    RATE_LIMITED = 308
 
     # server side
     INTERNAL_ERROR = 500
