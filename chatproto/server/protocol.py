@@ -89,6 +89,7 @@ class ChatServerProtocol(Protocol):
         #: The connection asked us to stop reading (too many requests in flight).
         self.reading_paused = False
         self._dispatching = False
+        self._producer_registered = False
 
     # --- connection lifetime -----------------------------------------------------------------
 
@@ -101,6 +102,7 @@ class ChatServerProtocol(Protocol):
         if self.closed:
             return
         self.transport.registerProducer(self, True)
+        self._producer_registered = True
         clock = server.clock
         self._deadline = clock.callLater(
             server.limits.handshake_timeout,
@@ -139,6 +141,11 @@ class ChatServerProtocol(Protocol):
 
     def resumeProducing(self) -> None:
         """The transport's write buffer drained."""
+        if self._producer_registered and getattr(self.transport, "disconnecting", False):
+            # Someone called loseConnection while we were paused: a transport closes only
+            # once its producer is gone.
+            self._producer_registered = False
+            self.transport.unregisterProducer()
         if not self.write_paused:
             return
         self.write_paused = False
@@ -320,8 +327,12 @@ class ChatServerProtocol(Protocol):
         if self.write_paused:
             # loseConnection would wait for a peer that does not read: release the buffers now.
             self.transport.abortConnection()
-        else:
-            self.transport.loseConnection()
+            return
+        if self._producer_registered:
+            # A transport with a producer registered closes only once it is unregistered.
+            self._producer_registered = False
+            self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     def accept_credentials(self, register: bool) -> None:
         hs = self.handshake
