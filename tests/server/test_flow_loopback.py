@@ -136,5 +136,5 @@ async def test_client_that_never_reads_is_bounded_then_aborted(
     assert not lost.called
     lb.clock.advance(1.0)
     await lost  # aborted: the server's buffers for him are gone
-    assert conn.closed and conn not in lb.server.open
+    assert conn.closed and proto.transport.disconnected
     bob.transport.abortConnection()  # the client is not reading: it would not notice
