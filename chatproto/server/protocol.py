@@ -23,9 +23,10 @@ from typing import Any
 from typing import Protocol as TypingProtocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from twisted.internet.interfaces import IAddress, IPushProducer
+from twisted.internet.interfaces import IAddress, IConsumer, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -44,6 +45,13 @@ from chatproto.wire.handshake import (
 from chatproto.wire.session import Session
 
 log = Logger()
+
+
+def _pauses_producers(transport: Any) -> bool:
+    """Whether the write-side flow control applies: TCP and TLS transports (consumers) pause
+    a registered producer at their high-water mark. The web listener's stream transport is
+    left out: its own closes (1003, 1009) would wait for the producer to be unregistered."""
+    return IConsumer.providedBy(transport) or isinstance(transport, TLSMemoryBIOProtocol)
 
 
 class ConnectionSource(TypingProtocol):
@@ -101,8 +109,9 @@ class ChatServerProtocol(Protocol):
         self.conn.opened()
         if self.closed:
             return
-        self.transport.registerProducer(self, True)
-        self._producer_registered = True
+        if _pauses_producers(self.transport):
+            self.transport.registerProducer(self, True)
+            self._producer_registered = True
         clock = server.clock
         self._deadline = clock.callLater(
             server.limits.handshake_timeout,
