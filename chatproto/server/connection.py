@@ -10,6 +10,7 @@ delivery stream and the image uploads.
 from __future__ import annotations
 
 import enum
+import math
 import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto.server.delivery import DeliveryStream
+from chatproto.server.limits import TokenBucket
 from chatproto.server.refusals import RequestError
 from chatproto.server.uploads import ImageUploads
 from chatproto.storage.database import StorageUnavailable
@@ -81,6 +83,16 @@ class Link(TypingProtocol):
         """The login is complete: finish the handshake and start the session."""
         ...
 
+    def pause_reading(self) -> None:
+        """Read nothing more from the peer (received frames stay undecoded) until
+        :meth:`resume_reading`."""
+        ...
+
+    def resume_reading(self) -> None:
+        """Decode the frames already received, then read from the peer again (unless that
+        paused reading again)."""
+        ...
+
 
 class Services(TypingProtocol):
     """What a connection needs of the server it belongs to."""
@@ -119,9 +131,10 @@ class State(enum.Enum):
 class Connection:
     """One client connection: the login flow, then the signed-in session."""
 
-    __slots__ = ("_ended", "_lost", "_lost_waiters", "_ping", "_ping_nonce", "_pong_deadline",
-                 "_requests", "_uploads", "device_id", "in_flight", "link", "log_advanced",
-                 "name", "push", "send", "services", "session_id", "state", "stream", "ticket")
+    __slots__ = ("_ended", "_lost", "_lost_waiters", "_max_in_flight", "_messages", "_ping",
+                 "_ping_nonce", "_pong_deadline", "_reading_held", "_requests", "_uploads",
+                 "device_id", "in_flight", "link", "log_advanced", "name", "push", "send",
+                 "services", "session_id", "state", "stream", "ticket", "write_blocked")
 
     def __init__(self, services: Services, link: Link) -> None:
         self.services = services
@@ -147,6 +160,14 @@ class Connection:
         self._ping: Any = None
         self._pong_deadline: Any = None
         self._ping_nonce = 0
+        limits = services.limits
+        self._max_in_flight = limits.max_requests_in_flight
+        #: Reading is paused because ``max_requests_in_flight`` requests wait for answers.
+        self._reading_held = False
+        #: The transport's write buffer is above its high-water mark: no live deliveries.
+        self.write_blocked = False
+        self._messages = TokenBucket(limits.message_rate, limits.message_burst,
+                                     services.clock.seconds)
 
     @property
     def ip(self) -> str:
@@ -227,12 +248,23 @@ class Connection:
         if handler is None or self.state is not State.SESSION:
             self._other_message(msg)
             return
+        if type(msg) is m.Chat:
+            wait = self._messages.take()
+            if wait:
+                self.send(m.Error(msg.req, int(ErrorCode.RATE_LIMITED),
+                                  f"too many messages: retry after {math.ceil(wait * 1000)} ms",
+                                  ()))
+                return
         d = defer.maybeDeferred(handler, self, msg)
         req = getattr(msg, "req", getattr(msg, "ref", 0))
         d.addErrback(self._request_failed, req if req < 2**32 else 0)
         if not d.called:
-            self.in_flight.add(d)
+            in_flight = self.in_flight
+            in_flight.add(d)
             d.addBoth(self._request_done, d)
+            if len(in_flight) >= self._max_in_flight and not self._reading_held:
+                self._reading_held = True
+                self.link.pause_reading()
 
     def _other_message(self, msg: m.Message) -> None:
         """Keepalive, Quit, requests after Quit, and messages a client may not send."""
@@ -251,8 +283,27 @@ class Connection:
             )
 
     def _request_done(self, result: object, d: Deferred[Any]) -> object:
-        self.in_flight.discard(d)
+        in_flight = self.in_flight
+        in_flight.discard(d)
+        if self._reading_held and len(in_flight) < self._max_in_flight:
+            self._reading_held = False
+            self.link.resume_reading()
         return result
+
+    # --- the write side ----------------------------------------------------------------------
+
+    def writes_paused(self) -> None:
+        """The transport's write buffer passed its high-water mark: live deliveries stop (the
+        log keeps them), and so does the keepalive (the write-stall deadline watches now)."""
+        self.write_blocked = True
+        if self._pong_deadline is not None and self._pong_deadline.active():
+            self._pong_deadline.cancel()
+        self._pong_deadline = None
+
+    def writes_resumed(self) -> None:
+        """The transport's write buffer drained: the stream catches up from the log."""
+        self.write_blocked = False
+        self.stream.resume()
 
     def _request_failed(self, f: Failure, req: int) -> None:
         e = f.value
@@ -297,6 +348,9 @@ class Connection:
 
     def _send_ping(self) -> None:
         if self.state is State.ENDED:
+            return
+        if self.write_blocked:  # the peer would see it behind the full buffer; try later
+            self._schedule_ping()
             return
         self._ping_nonce += 1
         self.send(m.Ping(self._ping_nonce))

@@ -32,6 +32,9 @@ class StreamOwner(TypingProtocol):
     def closed(self) -> bool:
         ...
 
+    #: The connection's write buffer is above its high-water mark: send no more entries.
+    write_blocked: bool
+
     send: Callable[..., None]
 
     def fail(self, code: ErrorCode, reason: str) -> None:
@@ -63,6 +66,10 @@ class DeliveryStream:
     (a gap, a notice without the entry, or a notice while a page is being read) makes it read
     the log again, so the seam between replay and live delivery has neither a gap nor a
     duplicate.
+
+    While the owner's write buffer is above its high-water mark (``write_blocked``) nothing is
+    sent: a replay stops between entries and live entries are left in the log; :meth:`resume`
+    reads the log from the cursor once the buffer drained. The log is the buffer.
     """
 
     __slots__ = ("dirty", "live", "owner", "reading", "sent_seq", "started", "stats", "store",
@@ -99,12 +106,20 @@ class DeliveryStream:
             return
         if not self.live or user_seq <= self.sent_seq:
             return
+        if self.owner.write_blocked:
+            self.dirty = True  # resume() reads it from the log
+            return
         if user_seq == self.sent_seq + 1 and entry is not None and body is not None:
             self.sent_seq = user_seq
             send_entry(self.owner, user_seq, entry, body)
             return
         self.dirty = True
         self._pump()
+
+    def resume(self) -> None:
+        """The owner's write buffer drained: send what the log holds beyond the cursor."""
+        if self.dirty and (self.live or self.sync_req is not None):
+            self._pump()
 
     def _pump(self) -> None:
         if self.reading:
@@ -131,20 +146,29 @@ class DeliveryStream:
         store = self.store
         owner = self.owner
         while self.dirty and not owner.closed:
+            if owner.write_blocked:
+                return  # still dirty: resume() reads on from the cursor
             self.dirty = False
             entries = await store.read_log(owner.name, self.sent_seq, REPLAY_PAGE)
             for entry in entries:
                 if entry.user_seq <= self.sent_seq:
                     continue
+                if owner.write_blocked:
+                    self.dirty = True  # the rest of the page is read again later
+                    break
                 body = entry.body
                 if body is None:
                     body = await store.message_body(entry.message_id)
-                if owner.closed:
-                    return
+                if owner.closed or owner.write_blocked:
+                    self.dirty = True
+                    break
                 self.sent_seq = entry.user_seq
                 send_entry(owner, entry.user_seq, entry, body)
-            if len(entries) == REPLAY_PAGE:
-                self.dirty = True
+            else:
+                if len(entries) == REPLAY_PAGE:
+                    self.dirty = True
+        if owner.write_blocked:
+            return
         if self.sync_req is not None and not owner.closed:
             owner.send(m.SyncDone(self.sync_req, self.sent_seq))
             self.sync_req = None

@@ -59,6 +59,20 @@ class LimitSettings:
     ping_interval: float = 30.0
     ping_timeout: float = 10.0
     max_image_bytes: int = 10 * 1024 * 1024
+    #: Requests of one connection waiting for an answer (the database) before the server
+    #: stops reading from it; it reads again below this number.
+    max_requests_in_flight: int = 32
+    #: Bytes the server may still write to a connection whose transport buffer is above its
+    #: high-water mark (the rest of an image being delivered, answers, receipts, typing);
+    #: beyond them it is aborted at once. At least max_image_bytes + 1 MiB (the tap checks).
+    max_write_backlog: int = 16 * 1024 * 1024
+    #: Seconds a connection's transport buffer may stay above its high-water mark (the peer
+    #: reads nothing, or too slowly) before the connection is aborted, buffers released.
+    write_stall_timeout: float = 60.0
+    #: Chat messages per second one connection may send, on average (0: no limit) ...
+    message_rate: float = 200.0
+    #: ... and at once after a pause (the token bucket's size).
+    message_burst: int = 1000
 
 
 class LoginLimits(Protocol):
@@ -145,6 +159,36 @@ class DatabaseLoginLimits:
             Counter("register-ip", address_key(ip), s.registrations_per_ip, window),
             Counter("register-name", name, self.registrations_per_name, window),
         ])
+
+
+class TokenBucket:
+    """A token bucket on an injected clock: ``rate`` tokens per second, at most ``burst``
+    held; it starts full. ``rate`` 0 means no limit."""
+
+    __slots__ = ("_now", "_stamp", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: int, now: Callable[[], float]) -> None:
+        self.rate = rate
+        self.burst = max(1, burst)
+        self._now = now
+        self._tokens = float(self.burst)
+        self._stamp = now()
+
+    def take(self) -> float:
+        """Take one token: 0.0 if there was one, else the seconds until there is one (nothing
+        is taken then)."""
+        if self.rate <= 0:
+            return 0.0
+        now = self._now()
+        tokens = min(float(self.burst), self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        # A microsecond's grace: clock readings near 1.7e9 s are rounded to about 0.2 us, and
+        # a client that waited as long as it was told must get its token.
+        if tokens + self.rate * 1e-6 >= 1.0:
+            self._tokens = max(0.0, tokens - 1.0)
+            return 0.0
+        self._tokens = tokens
+        return (1.0 - tokens) / self.rate
 
 
 def _ms(seconds: float) -> int:

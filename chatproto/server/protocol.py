@@ -5,6 +5,15 @@ It feeds received bytes to the wire protocol (:class:`ServerHandshake`, then the
 writes what the connection sends. Login, chat and delivery are the connection's business
 (:mod:`chatproto.server.connection`); parsing and cryptography are :mod:`chatproto.wire`'s.
 It works over any transport with ``write``, ``loseConnection`` and ``getPeer``.
+
+Flow control (README, "Resource bounds"): the adapter is the transport's streaming producer.
+When the transport's write buffer passes its high-water mark it calls :meth:`pauseProducing`:
+the connection stops pushing deliveries (its stream reads the log again once
+:meth:`resumeProducing` says the buffer drained), bytes still written meanwhile are counted
+against ``max_write_backlog``, and a buffer still above the mark after ``write_stall_timeout``
+aborts the connection, releasing its buffers. On the read side the connection asks the adapter
+to stop reading (:meth:`pause_reading`) while too many of its requests wait for an answer;
+frames already received stay undecoded in the session's buffer until it reads again.
 """
 
 from __future__ import annotations
@@ -14,10 +23,12 @@ from typing import Any
 from typing import Protocol as TypingProtocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IConsumer, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from chatproto.server.connection import Connection, Link
 from chatproto.server.limits import LimitSettings
@@ -34,6 +45,13 @@ from chatproto.wire.handshake import (
 from chatproto.wire.session import Session
 
 log = Logger()
+
+
+def _pauses_producers(transport: Any) -> bool:
+    """Whether the write-side flow control applies: TCP and TLS transports (consumers) pause
+    a registered producer at their high-water mark. The web listener's stream transport is
+    left out: its own closes (1003, 1009) would wait for the producer to be unregistered."""
+    return IConsumer.providedBy(transport) or isinstance(transport, TLSMemoryBIOProtocol)
 
 
 class ConnectionSource(TypingProtocol):
@@ -55,8 +73,10 @@ class ConnectionSource(TypingProtocol):
         ...
 
 
+@implementer(IPushProducer)
 class ChatServerProtocol(Protocol):
-    """One client connection over a stream transport: implements :class:`Link`."""
+    """One client connection over a stream transport: implements :class:`Link`, and is the
+    transport's streaming producer (the transport pauses it when its write buffer is full)."""
 
     transport: Any  # an ITransport (typed loosely: mypy does not read zope interfaces)
 
@@ -69,6 +89,15 @@ class ChatServerProtocol(Protocol):
         self.closed = False
         self._deadline: Any = None
         self._idle: Any = None
+        #: The transport's write buffer is above its high-water mark (it paused us).
+        self.write_paused = False
+        #: Bytes written since the transport paused us.
+        self.write_backlog = 0
+        self._stall: Any = None
+        #: The connection asked us to stop reading (too many requests in flight).
+        self.reading_paused = False
+        self._dispatching = False
+        self._producer_registered = False
 
     # --- connection lifetime -----------------------------------------------------------------
 
@@ -80,6 +109,9 @@ class ChatServerProtocol(Protocol):
         self.conn.opened()
         if self.closed:
             return
+        if _pauses_producers(self.transport):
+            self.transport.registerProducer(self, True)
+            self._producer_registered = True
         clock = server.clock
         self._deadline = clock.callLater(
             server.limits.handshake_timeout,
@@ -92,6 +124,9 @@ class ChatServerProtocol(Protocol):
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.closed = True
         self._cancel_timers()
+        if self._stall is not None and self._stall.active():
+            self._stall.cancel()
+        self._stall = None
         if self.conn is not None:
             self.conn.connection_lost()
 
@@ -99,6 +134,80 @@ class ChatServerProtocol(Protocol):
         for call in (self._deadline, self._idle):
             if call is not None and call.active():
                 call.cancel()
+
+    # --- IPushProducer: the transport's write buffer -----------------------------------------
+
+    def pauseProducing(self) -> None:
+        """The transport's write buffer passed its high-water mark."""
+        if self.write_paused or self.closed:
+            return
+        self.write_paused = True
+        self.write_backlog = 0
+        self._stall = self.server.clock.callLater(self.server.limits.write_stall_timeout,
+                                                  self._stalled)
+        if self.conn is not None:
+            self.conn.writes_paused()
+
+    def resumeProducing(self) -> None:
+        """The transport's write buffer drained."""
+        if self._producer_registered and getattr(self.transport, "disconnecting", False):
+            # Someone called loseConnection while we were paused: a transport closes only
+            # once its producer is gone.
+            self._producer_registered = False
+            self.transport.unregisterProducer()
+        if not self.write_paused:
+            return
+        self.write_paused = False
+        self.write_backlog = 0
+        if self._stall is not None and self._stall.active():
+            self._stall.cancel()
+        self._stall = None
+        if self.conn is not None and not self.closed:
+            self.conn.writes_resumed()
+
+    def stopProducing(self) -> None:
+        """The transport is closing (connectionLost follows)."""
+
+    def _stalled(self) -> None:
+        self._stall = None
+        self.abort(f"nothing read for {self.server.limits.write_stall_timeout:g} s")
+
+    def abort(self, why: str) -> None:
+        """Close at once, dropping what the transport still buffers (a peer that does not
+        read gets no error frame: it would wait behind the rest)."""
+        log.info("aborting {ip}: {why}", ip=self.peer_ip, why=why)
+        self.server.stats.errors["WRITE_STALLED"] += 1
+        self.closed = True
+        self.transport.abortConnection()
+
+    def _over_backlog(self, size: int) -> bool:
+        """Count ``size`` bytes written while paused; True (and aborted) beyond the bound."""
+        self.write_backlog += size
+        limit = self.server.limits.max_write_backlog
+        if self.write_backlog <= limit:
+            return False
+        self.abort(f"more than {limit} bytes waiting")
+        return True
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused:
+            self.reading_paused = True
+            if not self.closed:
+                self.transport.pauseProducing()
+
+    def resume_reading(self) -> None:
+        if not self.reading_paused:
+            return
+        self.reading_paused = False
+        if self.closed:
+            return
+        if not self._dispatching and self.session is not None:
+            # The frames received before the pause first; they may fill the requests again.
+            self._safely(self._dispatch)
+        if not self.reading_paused and not self.closed:
+            self.transport.resumeProducing()
 
     def dataReceived(self, data: bytes) -> None:
         if self.closed:
@@ -150,14 +259,19 @@ class ChatServerProtocol(Protocol):
         conn = self.conn
         assert session is not None and conn is not None
         stats = self.server.stats
-        while not self.closed:
-            msg = session.next_message()
-            if msg is None:
-                return
-            kind = type(msg).__name__
-            stats.messages_in[kind] += 1
-            stats.bytes_in[kind] += session.last_payload_size
-            conn.message_received(msg)
+        self._dispatching = True
+        try:
+            # Paused: the rest stays undecoded in the session's buffer (bytes, not objects).
+            while not self.closed and not self.reading_paused:
+                msg = session.next_message()
+                if msg is None:
+                    return
+                kind = type(msg).__name__
+                stats.messages_in[kind] += 1
+                stats.bytes_in[kind] += session.last_payload_size
+                conn.message_received(msg)
+        finally:
+            self._dispatching = False
 
     def _flush(self) -> None:
         if self.handshake is not None:
@@ -178,6 +292,8 @@ class ChatServerProtocol(Protocol):
             stats = self.server.stats
             stats.messages_out[kind] += 1
             stats.bytes_out[kind] += len(data)
+            if self.write_paused and self._over_backlog(len(data)):
+                return
             self.transport.write(data)
 
     def send_encoded(self, payload: bytes) -> None:
@@ -190,6 +306,8 @@ class ChatServerProtocol(Protocol):
             stats = self.server.stats
             stats.messages_out["fan-out"] += 1
             stats.bytes_out["fan-out"] += len(data)
+            if self.write_paused and self._over_backlog(len(data)):
+                return
             self.transport.write(data)
 
     def _exhausted(self, e: LocalProtocolError) -> None:
@@ -215,6 +333,14 @@ class ChatServerProtocol(Protocol):
 
     def close(self) -> None:
         self.closed = True
+        if self.write_paused:
+            # loseConnection would wait for a peer that does not read: release the buffers now.
+            self.transport.abortConnection()
+            return
+        if self._producer_registered:
+            # A transport with a producer registered closes only once it is unregistered.
+            self._producer_registered = False
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def accept_credentials(self, register: bool) -> None:

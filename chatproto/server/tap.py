@@ -87,14 +87,41 @@ _LIMIT_HELP = {
     "ping_interval": "Seconds between pings to a signed-in client.",
     "ping_timeout": "Seconds a client has to answer a ping before it is disconnected.",
     "max_image_bytes": "Largest image a client may send (bytes).",
+    "max_requests_in_flight": "Requests of one connection waiting for an answer before the "
+                              "server stops reading from it (TCP then slows the sender).",
+    "max_write_backlog": "Bytes still written to a connection whose send buffer is full "
+                         "before it is aborted; at least --max-image-bytes + 1 MiB.",
+    "write_stall_timeout": "Seconds a connection's send buffer may stay full (the client "
+                           "reads nothing or too slowly) before it is aborted.",
+    "message_rate": "Chat messages per second per connection, on average; more are refused "
+                    "with 308 RATE_LIMITED. 0: no limit.",
+    "message_burst": "Chat messages one connection may send at once (the token bucket).",
 }
+
+#: Limits where 0 means "no limit".
+_ZERO_OK = {"message_rate"}
+
+#: The --durability choices: what a commit waits for before the SendAck.
+DURABILITY = ("full", "relaxed")
+
+
+def _durability(value: str) -> str:
+    if value not in DURABILITY:
+        raise ValueError(f"{value!r} is not one of {', '.join(DURABILITY)}")
+    return value
+
+
+_durability.coerceDoc = "full or relaxed."  # type: ignore[attr-defined]
 
 
 def _limit_parameters() -> list[list[Any]]:
     defaults = LimitSettings()
     params: list[list[Any]] = []
     for f in fields(LimitSettings):
-        coerce = positive_int if f.type in (int, "int") else positive_float
+        if f.name in _ZERO_OK:
+            coerce = non_negative_float
+        else:
+            coerce = positive_int if f.type in (int, "int") else positive_float
         params.append([f.name.replace("_", "-"), None, getattr(defaults, f.name),
                        _LIMIT_HELP[f.name], coerce])
     return params
@@ -145,6 +172,12 @@ class Options(usage.Options):
          "Worker processes that compute the hashes (Argon2id holds Python's GIL, so hashes in "
          "threads would stall the server and use one core); 0 hashes in threads instead.",
          non_negative_int],
+        ["durability", None, "full",
+         "full: a message is acknowledged only once its commit is on disk (SQLite "
+         "synchronous=FULL, PostgreSQL synchronous_commit=on). relaxed: acknowledged once "
+         "committed, synced later (SQLite synchronous=NORMAL, PostgreSQL "
+         "synchronous_commit=off): faster, but a power cut or OS crash may lose the last "
+         "acknowledged messages.", _durability],
         ["argon2-jobs-per-ip", None, JOBS_PER_ADDRESS,
          "Password hashes waiting or running at once for one client address (IPv6: per /64); "
          "more sign-ins from it are answered TRY_LATER.", positive_int],
@@ -265,8 +298,12 @@ class Options(usage.Options):
             print(identity_fingerprint(key))
             raise SystemExit(0)
         self._check_identity()
+        if self["max-write-backlog"] < self["max-image-bytes"] + 1024 * 1024:
+            raise usage.UsageError("--max-write-backlog must be at least --max-image-bytes + "
+                                   "1 MiB (an image being delivered is written whole)")
         try:
-            self.database = Database.from_uri(self["database"])
+            self.database = Database.from_uri(self["database"],
+                                              durable=self["durability"] == "full")
         except ValueError as e:
             raise usage.UsageError(f"--database: {e}")
         self._check_nodes()

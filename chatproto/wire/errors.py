@@ -60,6 +60,7 @@ class ErrorCode(enum.IntEnum):
     BAD_IMAGE = 305
     INVALID_REQUEST = 306
     MESSAGE_TOO_LARGE = 307
+    RATE_LIMITED = 308
     UNKNOWN_MESSAGE = 320  # an edit or retraction names no message it may change
     FILE_TOO_LARGE = 321  # a FILE_OFFER above the server's size limit
     BAD_FILE = 322  # a file's chunks out of order or not matching its size or SHA-256
