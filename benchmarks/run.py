@@ -43,7 +43,7 @@ FAST_HASHING = ["--insecure-fast-hashing", "--argon2-memory-kib", "8", "--argon2
 OPEN_LIMITS = ["--max-connections-per-ip", "30000", "--max-handshakes", "20000",
                "--registrations-per-ip", "1000000", "--ip-failures", "1000000",
                "--account-failures", "1000000", "--handshake-timeout", "120",
-               "--argon2-jobs-per-ip", "100000"]
+               "--argon2-jobs-per-ip", "100000", "--message-rate", "0"]
 
 #: The PostgreSQL the PostgreSQL scenarios use (a fresh schema each): the test database.
 POSTGRES_DSN = os.environ.get("CHATPROTO_BENCH_POSTGRES",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -59,8 +60,20 @@ Connector = Callable[[ChatListener], "Deferred[ChatClient]"]
 #: Server errors that say "try again later": the message stays in the outbox.
 RETRYABLE_CODES = frozenset({
     ErrorCode.INTERNAL_ERROR, ErrorCode.STORAGE_UNAVAILABLE, ErrorCode.SERVER_BUSY,
-    ErrorCode.TRY_LATER,
+    ErrorCode.TRY_LATER, ErrorCode.RATE_LIMITED,
 })
+#: The reason of a 308 RATE_LIMITED (docs/protocol.rst, "Error codes").
+_RATE_LIMITED_REASON = re.compile(r"too many messages: retry after ([1-9][0-9]{0,8}) ms")
+
+
+def retry_delay(error: ServerError, backoff_delay: float) -> float:
+    """Seconds to wait before resending after a retryable error: the backoff delay, and no
+    less than the time a 308 RATE_LIMITED names."""
+    if error.code == ErrorCode.RATE_LIMITED:
+        match = _RATE_LIMITED_REASON.fullmatch(error.reason)
+        if match is not None:
+            return max(backoff_delay, int(match.group(1)) / 1000)
+    return backoff_delay
 #: Signin / register refusals after which retrying later may succeed.
 _RETRY_LOGIN_CODES = frozenset({ErrorCode.TRY_LATER, ErrorCode.TOO_MANY_ATTEMPTS,
                                 ErrorCode.INTERNAL_ERROR, ErrorCode.STORAGE_UNAVAILABLE,
@@ -581,8 +594,8 @@ class ChatSession(FeatureSessionCalls):
             self.transient_errors += 1
             self._paused = True
             if self._resume_call is None:
-                self._resume_call = self.clock.callLater(self.backoff.next_delay(),
-                                                         self._resume, generation)
+                self._resume_call = self.clock.callLater(
+                    retry_delay(error, self.backoff.next_delay()), self._resume, generation)
             return
         if self.outbox.remove(msg_id) is not None:
             self._notify("send_failed", msg_id, error)

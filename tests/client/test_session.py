@@ -348,6 +348,27 @@ def test_retryable_and_permanent_server_errors() -> None:
     assert len(session.outbox) == 0
 
 
+def test_rate_limited_messages_wait_the_time_the_server_names() -> None:
+    """A 308 RATE_LIMITED keeps the message in the outbox and resends it (same
+    client_msg_id) no sooner than the 'retry after N ms' of its reason."""
+    clock = task.Clock()
+    connector = Connector()
+    connector.plan = [0]
+    session, _ = make_session(clock, connector, max_in_flight=1)
+    results: list[Any] = []
+    session.send_text("bob", "a").addBoth(results.append)
+    client = connector.clients[0]
+    client.replies[0].errback(ServerError(ErrorCode.RATE_LIMITED,
+                                          "too many messages: retry after 3000 ms"))
+    assert len(session.outbox) == 1 and results == []
+    clock.advance(2.9)
+    assert len(client.sent) == 1
+    clock.advance(0.2)
+    assert len(client.sent) == 2 and client.sent[0][2] == client.sent[1][2]  # same id
+    client.ack(1, 1)
+    assert results[0].conv_seq == 1 and len(session.outbox) == 0
+
+
 def test_open_session_takes_its_timers_from_timeouts() -> None:
     """open_session(timeouts=Timeouts(login_timeout=5)): an attempt that has not signed in
     after 5 s is abandoned and retried (the field may also be given as a keyword)."""
