@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, task
+from twisted.internet import task
 from twisted.internet.defer import Deferred
 
 from chatproto.client import Backoff, open_session
@@ -107,32 +107,14 @@ class ClusterSoak(Soak):
             self.respawn(node)
         if self.redis.proc is not None and self.redis.proc.poll() is not None:
             self.redis.start()
-        send_secs = time.monotonic() - start
-        settle = self.reactor.callLater(a.settle_timeout, self.give_up)
-        await defer.DeferredList(self.pending, consumeErrors=True)
-        for n in self.names:
-            await self.recs[n].until(lambda r, n=n: self.all_received(n))
-        if settle.active():
-            settle.cancel()
-        tally = await self.check()
-        total = sum(self.sent.values())
-        print(f"seconds={send_secs:.0f} clients={a.clients} nodes={NODES} sent={total} "
-              f"acked={len(self.acks)} cuts={sum(p.cuts for p in self.proxies)} "
-              f"node_kills={self.kills} redis_restarts={self.redis_restarts} "
-              f"connections={sum(s.connections for s in self.sessions.values())} "
-              f"send_failures={len(self.failures)} "
-              f"duplicates_ignored={sum(s.duplicates_ignored for s in self.sessions.values())}")
-        print(tally.line())
-        for line in tally.details[:20]:
-            print("  ", line)
-        for failure in self.failures[:10]:
-            print("   send failed:", failure)
-        for s in self.sessions.values():
-            await s.close()
+        ok = await self.settle_and_report(
+            start, f"nodes={NODES}",
+            f"cuts={sum(p.cuts for p in self.proxies)} node_kills={self.kills} "
+            f"redis_restarts={self.redis_restarts}")
         for proxy in self.proxies:
             await proxy.stop()
         self.cluster.stop()
-        return 0 if tally.ok() and not self.failures and len(self.acks) == total else 1
+        return 0 if ok else 1
 
     def drop(self) -> None:
         if not self.sending:

@@ -102,6 +102,17 @@ class Soak:
             drops.cancel()
         if self.server.proc is not None and self.server.proc.poll() is not None:
             self.server.spawn()
+        ok = await self.settle_and_report(
+            start, f"database={a.database}",
+            f"cuts={self.proxy.cuts} server_restarts={self.restarts}")
+        await self.proxy.stop()
+        self.server.stop()
+        return 0 if ok else 1
+
+    async def settle_and_report(self, start: float, where: str, faults: str) -> bool:
+        """Wait until every acknowledged message arrived (or give up), check every
+        conversation, print the counts; whether nothing was lost, doubled or reordered."""
+        a = self.args
         send_secs = time.monotonic() - start
         settle = self.reactor.callLater(a.settle_timeout, self.give_up)
         await defer.DeferredList(self.pending, consumeErrors=True)
@@ -111,8 +122,8 @@ class Soak:
             settle.cancel()
         tally = await self.check()
         total = sum(self.sent.values())
-        print(f"seconds={send_secs:.0f} clients={a.clients} database={a.database} sent={total} "
-              f"acked={len(self.acks)} cuts={self.proxy.cuts} server_restarts={self.restarts} "
+        print(f"seconds={send_secs:.0f} clients={a.clients} {where} sent={total} "
+              f"acked={len(self.acks)} {faults} "
               f"connections={sum(s.connections for s in self.sessions.values())} "
               f"send_failures={len(self.failures)} "
               f"duplicates_ignored={sum(s.duplicates_ignored for s in self.sessions.values())}")
@@ -123,9 +134,7 @@ class Soak:
             print("   send failed:", failure)
         for s in self.sessions.values():
             await s.close()
-        await self.proxy.stop()
-        self.server.stop()
-        return 0 if tally.ok() and not self.failures and len(self.acks) == total else 1
+        return tally.ok() and not self.failures and len(self.acks) == total
 
     def give_up(self) -> None:
         print("gave up waiting for the clients to settle", file=sys.stderr)
