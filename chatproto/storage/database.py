@@ -1,4 +1,4 @@
-"""Database access: engines (SQLite, PostgreSQL), migrations, transactions.
+"""Database access: migrations, transactions, group commit (the engines: :mod:`engines`).
 
 Modelled (much smaller) on synapse's ``storage/database.py`` + ``storage/engines``.
 
@@ -12,11 +12,11 @@ deadlocks).
 
 from __future__ import annotations
 
-import abc
 import importlib.resources
 import re
-import sqlite3
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -26,7 +26,12 @@ from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from chatproto.storage.sql_text import qmark_to_format, split_sql_script
+from chatproto.storage.engines import SQLITE_MIN_VERSION as SQLITE_MIN_VERSION
+from chatproto.storage.engines import Engine as Engine
+from chatproto.storage.engines import PostgresEngine as PostgresEngine
+from chatproto.storage.engines import SqliteEngine as SqliteEngine
+from chatproto.storage.engines import engine_from_uri as engine_from_uri
+from chatproto.storage.sql_text import split_sql_script
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -36,9 +41,6 @@ log = Logger()
 #: How many times an interaction is attempted when it fails with a
 #: retryable error (serialization failure, deadlock, locked database).
 MAX_ATTEMPTS = 5
-
-#: The oldest SQLite the queries and migrations work with.
-SQLITE_MIN_VERSION = (3, 35, 0)
 
 _MIGRATION_RE = re.compile(r"^(\d+)_([A-Za-z0-9_]+)\.sql(?:\.(sqlite|postgres))?$")
 
@@ -57,224 +59,6 @@ class StorageUnavailable(Exception):
     """The database cannot be reached (or a commit's outcome is unknown); try again later."""
 
 
-class Engine(abc.ABC):
-    """What differs between database backends."""
-
-    #: Suffix of a SELECT that locks the rows it reads until the transaction ends.
-    for_update = ""
-
-    #: Short name; also the schema file variant suffix (``001_x.sql.<name>``).
-    name: str = ""
-    #: Whether ``?`` placeholders must be converted to ``%s``.
-    converts_placeholders: bool = False
-
-    @abc.abstractmethod
-    def make_pool(self) -> adbapi.ConnectionPool:
-        """The adbapi pool for this backend."""
-
-    def convert_sql(self, sql: str) -> str:
-        return qmark_to_format(sql) if self.converts_placeholders else sql
-
-    def begin(self, cursor: Any) -> None:  # noqa: B027 - an optional hook
-        """Start a transaction on a fresh cursor (if the driver does not)."""
-
-    def lock_migrations(self, txn: Transaction) -> None:  # noqa: B027 - an optional hook
-        """Serialize concurrent migration runs (called inside the transaction)."""
-
-    def is_retryable(self, exc: BaseException) -> bool:
-        return False
-
-    def is_disconnect(self, exc: BaseException) -> bool:
-        """Whether the error means the connection itself is gone."""
-        return False
-
-    def is_unique_violation(self, exc: BaseException) -> bool:
-        return False
-
-    def execute_many(self, cursor: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        cursor.executemany(sql, rows)
-
-    def insert_rows(self, cursor: Any, table: str, columns: Sequence[tuple[str, str]],
-                    rows: Sequence[Sequence[Any]], suffix: str = "") -> None:
-        """``INSERT INTO table`` many rows; ``columns`` are (name, SQL type) pairs and
-        ``suffix`` follows the rows (e.g. ``ON CONFLICT ...``). An executemany here."""
-        marks = ", ".join("?" * len(columns))
-        names = ", ".join(c for c, _ in columns)
-        sql = f"INSERT INTO {table} ({names}) VALUES ({marks}){suffix}"  # noqa: S608 - our names
-        self.execute_many(cursor, self.convert_sql(sql), rows)
-
-    def update_rows(self, cursor: Any, table: str, column: str, key: str,
-                    rows: Sequence[tuple[int, int]]) -> None:
-        """``UPDATE table SET column = value WHERE key = k`` for many (value, k) integer
-        pairs. An executemany here."""
-        sql = f"UPDATE {table} SET {column} = ? WHERE {key} = ?"  # noqa: S608 - our names
-        self.execute_many(cursor, self.convert_sql(sql), rows)
-
-    def describe(self) -> str:
-        return self.name
-
-
-class SqliteEngine(Engine):
-    name = "sqlite"
-    converts_placeholders = False
-    #: BEGIN IMMEDIATE already holds the database's write lock.
-    for_update = ""
-
-    # Extended result codes (sqlite3 module exposes them since 3.11).
-    _UNIQUE_CODES = frozenset({1555, 2067})  # SQLITE_CONSTRAINT_PRIMARYKEY, _UNIQUE
-
-    def __init__(self, path: str, busy_timeout_ms: int = 5000, durable: bool = True) -> None:
-        if not path:
-            raise ValueError("empty SQLite database path")
-        self.path = path
-        self.busy_timeout_ms = busy_timeout_ms
-        #: FULL syncs the WAL at every commit (an acknowledged message survives a power cut);
-        #: NORMAL syncs only at checkpoints (it survives a crash of the process, not of the OS).
-        self.synchronous = "FULL" if durable else "NORMAL"
-
-    def _open(self, conn: sqlite3.Connection) -> None:
-        # We manage transactions ourselves (BEGIN IMMEDIATE in begin()), so
-        # that DDL in migrations is transactional too.
-        conn.isolation_level = None
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-        conn.execute("PRAGMA foreign_keys = ON")
-
-    def make_pool(self) -> adbapi.ConnectionPool:
-        if sqlite3.sqlite_version_info < SQLITE_MIN_VERSION:
-            raise RuntimeError(
-                "SQLite {} or newer is needed (for RETURNING and ALTER TABLE DROP COLUMN);"
-                " this Python has {}".format(".".join(map(str, SQLITE_MIN_VERSION)),
-                                             sqlite3.sqlite_version))
-        return adbapi.ConnectionPool(
-            "sqlite3",
-            self.path,
-            cp_min=1,
-            cp_max=1,
-            check_same_thread=False,
-            cp_openfun=self._open,
-        )
-
-    def begin(self, cursor: Any) -> None:  # noqa: B027 - an optional hook
-        # IMMEDIATE takes the write lock up front: no lock-upgrade failures
-        # when another process (e.g. the admin tool) shares the file.
-        cursor.execute("BEGIN IMMEDIATE")
-
-    def is_retryable(self, exc: BaseException) -> bool:
-        return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
-
-    def is_unique_violation(self, exc: BaseException) -> bool:
-        if not isinstance(exc, sqlite3.IntegrityError):
-            return False
-        code = getattr(exc, "sqlite_errorcode", None)
-        if code is not None:
-            return code in self._UNIQUE_CODES
-        return str(exc).startswith("UNIQUE constraint failed")
-
-    def describe(self) -> str:
-        return f"sqlite:{self.path}"
-
-
-class PostgresEngine(Engine):
-    name = "postgres"
-    converts_placeholders = True
-    #: Row locks for counters read and then written back in one transaction.
-    for_update = " FOR UPDATE"
-
-    #: Arbitrary key for the migration advisory lock.
-    _MIGRATION_LOCK_KEY = 0x63686174  # "chat"
-
-    def __init__(self, dsn: str, cp_min: int = 1, cp_max: int = 5,
-                 durable: bool = True) -> None:
-        import psycopg2
-        import psycopg2.errors
-        import psycopg2.extensions
-        import psycopg2.extras
-
-        self._psycopg2 = psycopg2
-        self._retryable: tuple[type[BaseException], ...] = (
-            psycopg2.errors.SerializationFailure,
-            psycopg2.errors.DeadlockDetected,
-        )
-        self._unique: type[BaseException] = psycopg2.errors.UniqueViolation
-        self._execute_batch = psycopg2.extras.execute_batch
-        # READ COMMITTED: sequence counters are taken with `UPDATE ... SET next_seq = next_seq + 1
-        # RETURNING`, which waits for the row lock and then sees the committed value. Under
-        # REPEATABLE READ every concurrent sender to one user would fail and retry.
-        self._isolation = psycopg2.extensions.ISOLATION_LEVEL_READ_COMMITTED
-        self.dsn = dsn
-        self.cp_min = cp_min
-        self.cp_max = cp_max
-        #: on: COMMIT returns once the WAL is flushed to disk, whatever the server's default;
-        #: off: up to 3 x wal_writer_delay of commits may be lost if PostgreSQL's host crashes.
-        self.synchronous_commit = "on" if durable else "off"
-
-    def _open(self, conn: Any) -> None:
-        conn.set_session(isolation_level=self._isolation)
-        with conn.cursor() as cur:
-            cur.execute(f"SET SESSION synchronous_commit = {self.synchronous_commit}")
-        conn.commit()
-
-    def make_pool(self) -> adbapi.ConnectionPool:
-        return adbapi.ConnectionPool(
-            "psycopg2",
-            self.dsn,
-            cp_min=self.cp_min,
-            cp_max=self.cp_max,
-            cp_reconnect=True,
-            cp_openfun=self._open,
-        )
-
-    def lock_migrations(self, txn: Transaction) -> None:  # noqa: B027 - an optional hook
-        txn.execute("SELECT pg_advisory_xact_lock(?)", (self._MIGRATION_LOCK_KEY,))
-
-    def is_retryable(self, exc: BaseException) -> bool:
-        return isinstance(exc, self._retryable)
-
-    def is_disconnect(self, exc: BaseException) -> bool:
-        # InterfaceError: "connection already closed"; a bare OperationalError (not one of
-        # its subclasses such as SerializationFailure) is how a dropped backend shows up.
-        return isinstance(exc, self._psycopg2.InterfaceError) or (
-            type(exc) is self._psycopg2.OperationalError)
-
-    def is_unique_violation(self, exc: BaseException) -> bool:
-        return isinstance(exc, self._unique)
-
-    def execute_many(self, cursor: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        self._execute_batch(cursor, sql, rows)
-
-    def insert_rows(self, cursor: Any, table: str, columns: Sequence[tuple[str, str]],
-                    rows: Sequence[Sequence[Any]], suffix: str = "") -> None:
-        # One statement, one plan, one round trip: the rows travel as one array per column.
-        arrays = ", ".join(f"%s::{t}[]" for _, t in columns)
-        names = ", ".join(c for c, _ in columns)
-        cursor.execute(f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}){suffix}",  # noqa: S608
-                       [list(col) for col in zip(*rows, strict=True)])
-
-    def update_rows(self, cursor: Any, table: str, column: str, key: str,
-                    rows: Sequence[tuple[int, int]]) -> None:
-        cursor.execute(f"UPDATE {table} SET {column} = v.value FROM unnest(%s::bigint[],"  # noqa: S608
-                       f" %s::bigint[]) AS v (value, k) WHERE {table}.{key} = v.k",
-                       [[v for v, _ in rows], [k for _, k in rows]])
-
-    def describe(self) -> str:
-        # Never show a password that might be in the DSN.
-        return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", self.dsn)
-
-
-def engine_from_uri(uri: str, **kw: Any) -> Engine:
-    """``sqlite:PATH`` (also ``sqlite:///abs/path``) or ``postgresql://...``."""
-    if uri.startswith("sqlite:"):
-        path = uri[len("sqlite:") :]
-        if path.startswith("///"):
-            path = path[2:]
-        return SqliteEngine(path, **kw)
-    if uri.startswith(("postgresql://", "postgres://")):
-        return PostgresEngine(uri, **kw)
-    raise ValueError(f"unsupported database URI scheme: {uri.split(':', 1)[0]!r}")
-
-
 class Transaction:
     """A cursor wrapper handed to interaction functions.
 
@@ -290,6 +74,12 @@ class Transaction:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._cursor.execute(self.engine.convert_sql(sql), tuple(params))
+
+    def execute_prepared(self, name: str, sql: str, params: Sequence[Any]) -> None:
+        """:meth:`execute` for a statement a batch runs every time: PostgreSQL plans it once
+        per connection (``PREPARE name``), then only executes it. ``name`` is one
+        identifier per distinct ``sql``."""
+        self.engine.execute_prepared(self._cursor, name, sql, tuple(params))
 
     def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = [tuple(r) for r in rows]
@@ -365,6 +155,10 @@ class Database:
         self._pool: adbapi.ConnectionPool | None = None
         #: Called from the pool thread after every transaction with (desc, seconds).
         self.on_transaction: Callable[[str, float], None] | None = None
+        #: Retryable errors met so far (deadlocks, serialization failures, a locked SQLite
+        #: file), by exception class name; each cost one re-run of its transaction.
+        self.retried: Counter[str] = Counter()
+        self._retried_lock = threading.Lock()
 
     @classmethod
     def from_uri(
@@ -456,6 +250,9 @@ class Database:
                     raise StorageUnavailable(
                         f"[{desc}] database connection lost"
                         + (" during commit" if committing else "")) from exc
+                if engine.is_retryable(exc):
+                    with self._retried_lock:
+                        self.retried[type(exc).__name__] += 1
                 if attempt < MAX_ATTEMPTS and engine.is_retryable(exc):
                     log.info(
                         "[{desc}] transient {error} (attempt {attempt}); retrying",
@@ -527,6 +324,10 @@ def _apply_migration(txn: Transaction, version: int, statements: list[str]) -> b
     return True
 
 
+#: The segment kind of operations that are neither batch functions nor ``runs_first``.
+_PLAIN = object()
+
+
 class GroupCommitter:
     """Group commit: many small writes from many senders share one transaction.
 
@@ -541,6 +342,8 @@ class GroupCommitter:
     operation; it must refuse an operation only before writing anything for it. A function
     whose ``runs_first`` attribute is true runs before the rest of its batch (its results
     still come back in submission order): it must not depend on the batch's other writes.
+    A transaction holds one run of one batch function, or plain operations, never both
+    (:meth:`_take`): a later kind waits for the next transaction.
     Any other operation runs inside its own SAVEPOINT: one that raises one of ``isolated``
     (refusals such as an unknown user) or a unique violation is rolled back alone and fails
     alone; anything else fails the whole batch. Every Deferred fires only
@@ -571,9 +374,31 @@ class GroupCommitter:
     def queued(self) -> int:
         return len(self._queue)
 
+    def _take(self) -> list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]]:
+        """The next transaction's operations, from the head of the queue: the ``runs_first``
+        ones plus one segment, either one kind of batch function (its operations become one
+        run: ``[append, ack, append]`` is acks, then two appends) or plain operations. The
+        next kind waits for the next transaction, so each transaction locks the rows of its
+        run in one pass, in id order, and two nodes' transactions cannot deadlock over them.
+        """
+        kind: object = None
+        n = 0
+        for fn, _, _ in self._queue:
+            if n == self.max_batch:
+                break
+            if not getattr(fn, "runs_first", False):
+                this = fn if getattr(fn, "batch", None) is not None else _PLAIN
+                if kind is None:
+                    kind = this
+                elif this is not kind:
+                    break
+            n += 1
+        batch = self._queue[:n]
+        del self._queue[:n]
+        return batch
+
     def _write(self) -> None:
-        batch = self._queue[: self.max_batch]
-        del self._queue[: self.max_batch]
+        batch = self._take()
         self._writing = True
         if self.on_batch is not None:
             self.on_batch(len(batch))

@@ -228,6 +228,12 @@ def append_group_event(txn: Transaction, group_id: int, actor_id: int, event: Gr
         (group_id, conv_seq, actor_id, event.actor, now_ms, ContentType.EVENT, body),
     )
     message_id = int(one(txn)[0])
+    lock = txn.engine.for_update
+    if lock:
+        # The counters locked in id order, the order append batches take them in.
+        others = "".join(f" OR id = {int(uid)}" for uid, _ in also_to)
+        txn.execute("SELECT id FROM users WHERE id IN (SELECT user_id FROM members"  # noqa: S608
+                    f" WHERE conversation_id = ?){others} ORDER BY id{lock}", (group_id,))
     # Each member's next log position, all in one statement.
     txn.execute(
         "UPDATE users SET next_seq = next_seq + 1 WHERE id IN"

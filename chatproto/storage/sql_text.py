@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import re
 
-__all__ = ["qmark_to_format", "split_sql_script"]
+__all__ = ["qmark_to_dollar", "qmark_to_format", "split_sql_script"]
 
 # A single-quoted SQL literal, a ``?`` placeholder or a literal ``%``.
 _QMARK_RE = re.compile(r"('(?:[^']|'')*')|(\?)|(%)")
@@ -29,6 +29,25 @@ def qmark_to_format(sql: str) -> str:
         return "%%"
 
     return _QMARK_RE.sub(repl, sql)
+
+
+# A single-quoted SQL literal, or a ``?`` placeholder with the cast that follows it, if any.
+_QMARK_CAST_RE = re.compile(r"('(?:[^']|'')*')|\?((?:::[A-Za-z_]+(?:\[\])?)?)")
+
+
+def qmark_to_dollar(sql: str) -> tuple[str, list[str]]:
+    """Number the ``?`` placeholders ``$1``, ``$2``... (for ``PREPARE``) and return, per
+    placeholder, the cast that follows it in ``sql`` (``"::bigint[]"``, or ``""``), for the
+    arguments of ``EXECUTE``. A ``?`` inside a single-quoted literal is left alone."""
+    casts: list[str] = []
+
+    def repl(m: re.Match[str]) -> str:
+        if m.group(1) is not None:
+            return m.group(1)
+        casts.append(m.group(2).strip())
+        return f"${len(casts)}{m.group(2)}"
+
+    return _QMARK_CAST_RE.sub(repl, sql), casts
 
 
 def split_sql_script(script: str) -> list[str]:

@@ -60,7 +60,8 @@ async def test_acks_of_one_batch_fold_in_order(store: ChatStore) -> None:
 async def test_a_batch_of_acks_costs_the_same_statements_whatever_its_size(
         store: ChatStore) -> None:
     """No savepoint and no statement per ack: 2 acks and 60 acks (many devices, an unknown
-    user) take the same number of statements."""
+    user) take the same number of statements: 4 on SQLite, 2 on PostgreSQL (one reads the
+    users and cursors, one moves the cursors and reads the receipts: two round trips)."""
     await _chat(store)
 
     def acks(n: int) -> list[tuple[str, bytes, int, int]]:
@@ -75,4 +76,4 @@ async def test_a_batch_of_acks_costs_the_same_statements_whatever_its_size(
 
     small = await store.db.run_interaction("small", statements, acks(2))
     large = await store.db.run_interaction("large", statements, acks(60))
-    assert small == large == 4
+    assert small == large == (2 if store.db.engine.arrays else 4)

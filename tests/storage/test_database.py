@@ -16,9 +16,10 @@ from chatproto.storage.database import (
     SqliteEngine,
     Transaction,
     find_migrations,
-    qmark_to_format,
     split_sql_script,
 )
+from chatproto.storage.lookups import one
+from chatproto.storage.sql_text import qmark_to_dollar, qmark_to_format
 
 SCHEMA_DIR = Path(dbmod.__file__).parent / "schema"
 TABLES = [
@@ -61,6 +62,39 @@ def test_qmark_to_format() -> None:
     assert qmark_to_format("SELECT 'it''s ?', 5 % 2, ?") == "SELECT 'it''s ?', 5 %% 2, %s"
     # cached: same object back for the same string
     assert qmark_to_format("SELECT ?") is qmark_to_format("SELECT ?")
+
+
+def test_qmark_to_dollar() -> None:
+    """Placeholders numbered for PREPARE, each with the cast that follows it (for EXECUTE's
+    arguments); a ``?`` in a literal is text, and a cast stops at the type's name."""
+    assert qmark_to_dollar("SELECT ?::bigint[], '?', ? AND x = ANY(?::text[]) OR ?::int AND y") == (
+        "SELECT $1::bigint[], '?', $2 AND x = ANY($3::text[]) OR $4::int AND y",
+        ["::bigint[]", "", "::text[]", "::int"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_prepared_statements_survive_a_rollback(database: Database) -> None:
+    """``execute_prepared`` gives the same rows as ``execute``; on PostgreSQL the statement is
+    prepared once per connection and stays usable after a transaction that used it rolled
+    back (PREPARE is not transactional), so the next batch does not fail or re-prepare."""
+    pg = isinstance(database.engine, PostgresEngine)
+    sql = "SELECT ?::text, ?::bigint * 2" if pg else "SELECT ?, ? * 2"
+
+    def run(txn: Transaction, value: int, fail: bool) -> tuple[str, int]:
+        txn.execute_prepared("t_probe", sql, ("a?", value))
+        text, double = one(txn)
+        if pg:  # prepared on this connection, once
+            txn.execute("SELECT name FROM pg_prepared_statements")
+            assert [n for (n,) in txn.fetchall()] == ["t_probe"]
+        if fail:
+            raise LookupError("roll back")
+        return str(text), int(double)
+
+    assert await database.run_interaction("p", run, 2, False) == ("a?", 4)
+    with pytest.raises(LookupError):
+        await database.run_interaction("p", run, 3, True)
+    for i in range(4):
+        assert await database.run_interaction("p", run, i, False) == ("a?", 2 * i)
 
 
 def test_engine_convert_sql() -> None:
