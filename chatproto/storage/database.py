@@ -65,25 +65,42 @@ class Transaction:
     SQL always uses ``?`` placeholders; new rows' ids come back with ``RETURNING``.
     """
 
-    __slots__ = ("_cursor", "engine", "desc")
+    __slots__ = ("_cursor", "engine", "desc", "_begin")
 
     def __init__(self, cursor: Any, engine: Engine, desc: str) -> None:
         self._cursor = cursor
         self.engine = engine
         self.desc = desc
+        #: The engine's BEGIN, until it goes out with the first statement.
+        self._begin = engine.deferred_begin
+
+    @property
+    def started(self) -> bool:
+        """Whether the transaction has begun on the server (it has, unless BEGIN is
+        deferred and no statement was sent yet)."""
+        return not self._begin
+
+    def _take_begin(self) -> str:
+        begin, self._begin = self._begin, ""
+        return begin
+
+    def _begin_alone(self) -> None:
+        if self._begin:  # for driver helpers that send statements of their own
+            self._cursor.execute(self._take_begin().rstrip("; "))
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._cursor.execute(self.engine.convert_sql(sql), tuple(params))
+        self._cursor.execute(self._take_begin() + self.engine.convert_sql(sql), tuple(params))
 
     def execute_prepared(self, name: str, sql: str, params: Sequence[Any]) -> None:
         """:meth:`execute` for a statement a batch runs every time: PostgreSQL plans it once
         per connection (``PREPARE name``), then only executes it. ``name`` is one
         identifier per distinct ``sql``."""
-        self.engine.execute_prepared(self._cursor, name, sql, tuple(params))
+        self.engine.execute_prepared(self._cursor, name, sql, tuple(params), self._take_begin())
 
     def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = [tuple(r) for r in rows]
         if rows:
+            self._begin_alone()
             self.engine.execute_many(self._cursor, self.engine.convert_sql(sql), rows)
 
     def insert_rows(self, table: str, columns: Sequence[tuple[str, str]],
@@ -92,6 +109,7 @@ class Transaction:
         ``columns`` are (name, SQL type) pairs, ``suffix`` e.g. an ``ON CONFLICT`` clause."""
         rows = [tuple(r) for r in rows]
         if rows:
+            self._begin_alone()
             self.engine.insert_rows(self._cursor, table, columns, rows, suffix)
 
     def update_rows(self, table: str, column: str, key: str,
@@ -99,6 +117,7 @@ class Transaction:
         """Set ``column`` to the value for each (value, key) pair, set-based."""
         pairs = [(int(v), int(k)) for v, k in rows]
         if pairs:
+            self._begin_alone()
             self.engine.update_rows(self._cursor, table, column, key, pairs)
 
     def fetchone(self) -> tuple[Any, ...] | None:
@@ -223,17 +242,18 @@ class Database:
                 if attempt < MAX_ATTEMPTS:
                     continue
                 raise StorageUnavailable(f"[{desc}] no database connection") from exc
+            txn = Transaction(cursor, engine, desc)
             try:
                 engine.begin(cursor)
-                result = fn(Transaction(cursor, engine, desc), *args, **kwargs)
+                result = fn(txn, *args, **kwargs)
                 committing = True
-                conn.commit()
+                engine.commit(conn, cursor, txn.started)
                 return result
             except BaseException as exc:
                 lost = isinstance(exc, StorageUnavailable) or engine.is_disconnect(exc)
                 dropped = False
                 try:
-                    conn.rollback()
+                    engine.rollback(conn, cursor, txn.started)
                 except Exception:
                     lost = dropped = True  # adbapi dropped the connection from its pool
                 if lost:

@@ -48,8 +48,21 @@ class Engine(abc.ABC):
     def convert_sql(self, sql: str) -> str:
         return qmark_to_format(sql) if self.converts_placeholders else sql
 
+    #: Sent ahead of a transaction's first statement, in the same round trip, when the
+    #: engine starts transactions that way (PostgreSQL: ``BEGIN;``); else :meth:`begin`.
+    deferred_begin: str = ""
+
     def begin(self, cursor: Any) -> None:  # noqa: B027 - an optional hook
         """Start a transaction on a fresh cursor (if the driver does not)."""
+
+    def commit(self, conn: Any, cursor: Any, started: bool) -> None:
+        """End the transaction (``started``: a statement was sent since it began)."""
+        conn.commit()
+
+    def rollback(self, conn: Any, cursor: Any, started: bool) -> None:
+        """Roll the transaction back; raises if the connection is gone (adbapi then drops
+        it from its pool)."""
+        conn.rollback()
 
     def lock_migrations(self, txn: Executes) -> None:  # noqa: B027 - an optional hook
         """Serialize concurrent migration runs (called inside the transaction)."""
@@ -67,9 +80,11 @@ class Engine(abc.ABC):
     def execute_many(self, cursor: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         cursor.executemany(sql, rows)
 
-    def execute_prepared(self, cursor: Any, name: str, sql: str, params: Sequence[Any]) -> None:
-        """Run ``sql``, planned once per connection where the engine can (PostgreSQL)."""
-        cursor.execute(self.convert_sql(sql), params)
+    def execute_prepared(self, cursor: Any, name: str, sql: str, params: Sequence[Any],
+                         begin: str = "") -> None:
+        """Run ``sql`` (after ``begin``, :attr:`deferred_begin` or nothing), planned once per
+        connection where the engine can (PostgreSQL)."""
+        cursor.execute(begin + self.convert_sql(sql), params)
 
     def insert_rows(self, cursor: Any, table: str, columns: Sequence[tuple[str, str]],
                     rows: Sequence[Sequence[Any]], suffix: str = "") -> None:
@@ -193,11 +208,28 @@ class PostgresEngine(Engine):
         self._prepared: weakref.WeakKeyDictionary[Any, dict[str, list[str]]] = (
             weakref.WeakKeyDictionary())
 
+    #: psycopg2 would send its own BEGIN as a round trip before the first statement; in
+    #: autocommit mode we send it with that statement and end the transaction ourselves.
+    deferred_begin = "BEGIN; "
+
     def _open(self, conn: Any) -> None:
-        conn.set_session(isolation_level=self._isolation)
+        conn.set_session(isolation_level=self._isolation, autocommit=True)
         with conn.cursor() as cur:
             cur.execute(f"SET SESSION synchronous_commit = {self.synchronous_commit}")
-        conn.commit()
+
+    def commit(self, conn: Any, cursor: Any, started: bool) -> None:
+        if started:
+            cursor.execute("COMMIT")
+
+    def rollback(self, conn: Any, cursor: Any, started: bool) -> None:
+        if started:
+            try:
+                cursor.execute("ROLLBACK")
+            except Exception:  # noqa: S110 - a dead connection: adbapi's rollback below finds it
+                pass
+        # psycopg2's own rollback does nothing in autocommit mode; adbapi's then checks the
+        # connection with ``SELECT 1`` and drops it from the pool (raising) if it is gone.
+        conn.rollback()
 
     def make_pool(self) -> adbapi.ConnectionPool:
         return adbapi.ConnectionPool(
@@ -227,7 +259,8 @@ class PostgresEngine(Engine):
     def execute_many(self, cursor: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self._execute_batch(cursor, sql, rows)
 
-    def execute_prepared(self, cursor: Any, name: str, sql: str, params: Sequence[Any]) -> None:
+    def execute_prepared(self, cursor: Any, name: str, sql: str, params: Sequence[Any],
+                         begin: str = "") -> None:
         # A server-side prepared statement: parsed and planned once per connection, then
         # EXECUTEd (the per-batch statements spent more time being planned than run). PREPARE
         # is its own round trip, once, so a failed PREPARE is never taken for a done one; a
@@ -239,7 +272,7 @@ class PostgresEngine(Engine):
             text, casts = qmark_to_dollar(sql)
             cursor.execute(f"PREPARE {name} AS {text}".replace("%", "%%"))
             prepared[name] = casts
-        cursor.execute(f"EXECUTE {name} ({', '.join(f'%s{c}' for c in casts)})", params)
+        cursor.execute(f"{begin}EXECUTE {name} ({', '.join(f'%s{c}' for c in casts)})", params)
 
     def insert_rows(self, cursor: Any, table: str, columns: Sequence[tuple[str, str]],
                     rows: Sequence[Sequence[Any]], suffix: str = "") -> None:

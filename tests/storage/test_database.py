@@ -97,6 +97,31 @@ async def test_prepared_statements_survive_a_rollback(database: Database) -> Non
         assert await database.run_interaction("p", run, i, False) == ("a?", 2 * i)
 
 
+@pytest_twisted.ensureDeferred
+async def test_begin_travels_with_the_first_statement(database: Database) -> None:
+    """On PostgreSQL the driver is in autocommit mode (it sends no BEGIN of its own) and the
+    transaction's BEGIN goes out with its first statement: the statements of one interaction
+    still share one transaction, and a transaction that sends nothing sends no COMMIT."""
+    pg = isinstance(database.engine, PostgresEngine)
+
+    def xids(txn: Transaction) -> tuple[bool, bool, int, int]:
+        before = txn.started
+        sql = "SELECT txid_current()" if pg else "SELECT COUNT(*) FROM users"
+        txn.execute(sql)
+        first = int(one(txn)[0])
+        txn.execute(sql)
+        return before, txn.started, first, int(one(txn)[0])
+
+    before, after, first, second = await database.run_interaction("xids", xids)
+    assert (before, after) == (not pg, True) and first == second
+    if pg:
+        again = await database.run_interaction("xids", xids)
+        assert again[2] != first  # a new transaction
+        assert await database.run_interaction(
+            "autocommit", lambda txn: txn._cursor.connection.autocommit) is True
+        assert await database.run_interaction("nothing", lambda txn: txn.started) is False
+
+
 def test_engine_convert_sql() -> None:
     assert SqliteEngine("x.db").convert_sql("SELECT ?") == "SELECT ?"
     assert PostgresEngine("postgresql://h/db").convert_sql("SELECT ?") == "SELECT %s"
