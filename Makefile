@@ -36,7 +36,7 @@ clean:
 	rm -rf $(VENV) build *.egg-info
 
 # Benchmarks against the baseline relay (benchmarks/README.md): short (about 5 min) and full
-# (about 17 min). Both need the local PostgreSQL and Redis (PostgreSQL backend, scaling).
+# (about 20 min). Both need the local PostgreSQL and Redis (PostgreSQL backend, scaling).
 BENCH_STAMP := $(VENV)/.bench-stamp
 
 $(BENCH_STAMP): $(STAMP)

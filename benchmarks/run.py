@@ -8,9 +8,12 @@ For each scenario it starts a fresh server (``twistd chatserver``: fresh SQLite 
 fresh identity) and a fresh baseline relay (``benchmarks/relay.py``), each pinned to core 0,
 and runs ``benchmarks/loadgen.py`` pinned to core 1 (when there are two cores), once per
 round. Figures are medians over the rounds; ratios compare with the relay measured in the same
-run. Results go to ``benchmarks/results/<date>-<host>/``: ``results.json``, ``results.md``,
-``throughput.png``, ``latency_cdf.png`` and the processes' logs. Everything talks to
-127.0.0.1 only; every process is killed at the end, also on errors.
+run. The ``scaling`` scenario is benchmarks/scaling.py's (unpinned servers on PostgreSQL and
+Redis). Rows, targets and PASS/MISS come from benchmarks/report.py, the plots from
+benchmarks/plots.py. Results go to ``benchmarks/results/<date>-<host>/``: ``results.json``,
+``results.md``, ``throughput.png``, ``latency_cdf.png``, ``memory.png``, ``scaling.png`` and
+the processes' logs. Everything talks to 127.0.0.1 only; every process is killed at the end,
+also on errors.
 """
 
 from __future__ import annotations

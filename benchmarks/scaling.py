@@ -6,10 +6,11 @@
 :func:`scenario_placement` (``benchmarks.run``'s ``scaling`` scenario), with the rows of
 ``benchmarks.report.scaling_rows`` in its table and ``scaling.png``.
 
-Needs PostgreSQL (``postgresql://postgres@127.0.0.1:5432/test``, a fresh schema per scenario)
+Needs PostgreSQL (``postgresql://postgres@127.0.0.1:5432/test`` or
+``$CHATPROTO_BENCH_POSTGRES``, as ``benchmarks.run``; a fresh schema per scenario)
 and Redis on 127.0.0.1:6379 (a key prefix per scenario). Scenarios, each with a fresh schema:
 
-* ``workers1`` / ``workers2``: ``twistd chatserver --workers N`` (N = 1 is a plain single
+* ``workers1-*`` / ``workers2-*``: ``twistd chatserver --workers N`` (N = 1 is a plain single
   process with ``--bus``) and the load generator's direct scenario, pipelined (50 pairs x 100
   in flight) and one in flight (50 pairs). The machine's cores are shared by the servers and
   the generator, so the figure is **work per server CPU-second**: delivered messages divided
@@ -45,7 +46,8 @@ from benchmarks.report import Row, Scenario, markdown, scaling_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = str(Path(sys.executable).parent / "twistd")
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+POSTGRES = os.environ.get("CHATPROTO_BENCH_POSTGRES",
+                          "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = "redis://127.0.0.1:6379/0"
 FAST = ["--insecure-fast-hashing", "--argon2-memory-kib", "8", "--argon2-iterations", "1"]
 OPEN = ["--max-connections-per-ip", "30000", "--max-handshakes", "20000",

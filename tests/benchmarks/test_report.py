@@ -21,6 +21,7 @@ from benchmarks.report import (
     per_cpu_second,
     write_bound,
 )
+from chatproto.server.limits import LimitSettings
 
 
 def direct(msgs: float, p99: float = 1.0, cpu_us: float = 50.0, load: float = 0.5
@@ -238,7 +239,8 @@ class TestHelpers:
         assert med([{"ok": True}], "ok") is None
 
     def test_write_bound_defaults_and_overrides(self) -> None:
-        assert write_bound(()) == HIGH_WATER + 16 * MIB
+        assert write_bound(()) == HIGH_WATER + LimitSettings().max_write_backlog
+        assert HIGH_WATER == 64 * 1024  # Twisted's FileDescriptor.bufferSize
         assert write_bound(("--max-write-backlog", "3000000")) == HIGH_WATER + 3_000_000
         assert write_bound(("--max-write-backlog=4000000",)) == HIGH_WATER + 4_000_000
 
