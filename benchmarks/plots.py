@@ -117,7 +117,9 @@ def memory(plt: Any, scs: list[Scenario], rows: list[Row]) -> Any:
         t = [s[0] for s in r["rss_samples"]]
         grown = [(s[1] - r["rss0_kib"]) / 1024 for s in r["rss_samples"]]
         ax.plot(t, grown, label="server RSS growth")
-        ax.axhline(limit / MIB, color="red", linestyle=":", label="target (bound)")
+        ax.axhline(limit / MIB, color="red", linestyle=":",
+                   label="target" if sc.key == "flood"
+                   else f"configured bound x {r['readers']} connections")
         if isinstance(r.get("start_s"), int | float):
             ax.axvline(r["start_s"], color="gray", linestyle="--", linewidth=1,
                        label="flood starts" if sc.key == "flood" else "sending starts")

@@ -479,6 +479,7 @@ def main() -> int:
           f"{runner.gen_core}; {len(os.sched_getaffinity(0))} cores")
     t0 = time.monotonic()
     bound: dict[str, Any] = {}
+    durations: dict[str, float] = {}  # wall-clock seconds per scenario
     try:
         if any(sc.key == "storm" for sc in scs):
             bound = runner.argon2_bound()
@@ -487,11 +488,13 @@ def main() -> int:
                   f"{bound['bound_logins_per_s']:.1f} logins/s bound")
         for sc in scs:
             print(f"- {sc.title}" + (f" [{sc.note}]" if sc.note else ""), flush=True)
+            started = time.monotonic()
             try:
                 runner.run_scenario(sc)
             except Exception as e:  # one broken scenario must not lose the others
                 print(f"  {sc.key}: FAILED: {e}")
                 sc.results.setdefault("server", []).append({"error": str(e)})
+            durations[sc.key] = time.monotonic() - started
     finally:
         runner.close()
     rows = evaluate(scs, bound)
@@ -501,7 +504,7 @@ def main() -> int:
     meta = {"date": date, "host": host, "mode": "full" if args.full else "short",
             "elapsed_s": elapsed, "cores": len(os.sched_getaffinity(0)),
             "server_core": runner.server_core, "gen_core": runner.gen_core,
-            "python": sys.version.split()[0], "argon2": bound}
+            "python": sys.version.split()[0], "argon2": bound, "scenario_s": durations}
     (outdir / "results.json").write_text(json.dumps({
         "meta": meta,
         "rows": [r.__dict__ for r in rows],
@@ -511,7 +514,9 @@ def main() -> int:
                                "discarded": sc.discarded} for sc in scs},
     }, indent=1, default=str))
     made = plots(scs, rows, outdir)
-    notes = [f"- {r.scenario}: {r.note}" for r in rows if r.note] + machine_state(scs)
+    notes = ([f"- {r.scenario}: {r.note}" for r in rows if r.note] + machine_state(scs)
+             + [f"- {elapsed:.0f} s in all: " + ", ".join(f"{k} {v:.0f} s"
+                                                         for k, v in durations.items())])
     md = (f"# chatproto benchmarks ({meta['mode']}, {date}, {host})\n\n"
           f"{meta['cores']} cores; server and relay pinned to core {runner.server_core}, "
           f"load generator to core {runner.gen_core}. Medians of the rounds.\n\n{table}\n"
