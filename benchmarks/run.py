@@ -231,7 +231,8 @@ def scenarios(full: bool) -> list[Scenario]:
                  "one in flight", "flood",
                  dict(chats=flood_chats, pairs=10, warmup=w, limit_s=120.0),
                  targets=("server",), rounds=3 if full else 1,
-                 note="" if full else "short run: 30,000 Chats instead of 100,000 (and 1 round)"),
+                 note="" if full else f"short run: {flood_chats:,} Chats instead of "
+                 "100,000, 1 round"),
         Scenario("neverread", f"{readers} clients that never read, 2 senders each x 16 in "
                  "flight, 1,000 B", "neverread",
                  dict(readers=readers, senders=2, window=16, body_bytes=1000,
