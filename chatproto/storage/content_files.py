@@ -44,6 +44,9 @@ DIRECTORY_VARIABLE = "CHATPROTO_IMAGE_DIR"
 TMP = "tmp"
 #: Bytes of recently stored image bodies kept in memory for their delivery, by default.
 DEFAULT_RECENT_BYTES = 16 * 1024 * 1024
+#: A temporary file older than this (seconds) when the store is opened was left by a crash
+#: and is removed (younger ones may be transfers of another node sharing the directory).
+STALE_TMP_SECONDS = 24 * 3600
 
 _sync_data = getattr(os, "fdatasync", os.fsync)
 
@@ -133,6 +136,8 @@ class ContentFiles:
         self.directory = Path(directory)
         self.tmp_dir = self.directory / TMP
         self.tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.stale_removed = sum(_remove_older(p, time.time() - STALE_TMP_SECONDS)
+                                 for p in self.tmp_dir.iterdir())
         #: Bodies waiting for the next batch, with who waits for them.
         self._pending: list[tuple[bytes, bytes | None, Deferred[bytes]]] = []
         self._writing = False

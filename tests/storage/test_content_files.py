@@ -16,6 +16,7 @@ import pytest_twisted
 from twisted.internet import defer
 
 from chatproto.storage.content_files import (
+    STALE_TMP_SECONDS,
     TMP,
     ContentFiles,
     ContentMismatch,
@@ -289,6 +290,19 @@ def test_bodies_in_the_earlier_file_layout_stay_readable(tmp_path: Path) -> None
     assert files.remove_unlisted({digest}) == 0
     assert files.delete_now([digest], written_before=time.time() + 1) == 1
     assert not legacy.exists()
+
+
+def test_temporary_files_a_crash_left_are_removed_when_the_store_opens(tmp_path: Path) -> None:
+    """A temporary file older than a day goes; a younger one (a transfer of another node
+    sharing the directory) stays."""
+    (tmp_path / TMP).mkdir()
+    stale, fresh = tmp_path / TMP / "body-old", tmp_path / TMP / "upload-new"
+    for path in (stale, fresh):
+        path.write_bytes(b"partial")
+    old = time.time() - STALE_TMP_SECONDS - 60
+    os.utime(stale, (old, old))
+    assert ContentFiles(tmp_path).stale_removed == 1
+    assert [p.name for p in (tmp_path / TMP).iterdir()] == ["upload-new"]
 
 
 # --- bodies kept in memory ---------------------------------------------------------------------
