@@ -169,6 +169,8 @@ class Client(protocol.Protocol):
         self.body = b""
         self.ctype = m.ContentType.TEXT
         self.image: list[Any] | None = None
+        #: Every image different (its last 16 bytes are the client_msg_id): no deduplication.
+        self.distinct = False
         self.max_seq = 0
         self.acked = 0
         self.last_ack = 0.0
@@ -336,8 +338,12 @@ class Client(protocol.Protocol):
         if not self.ack_paced:
             gen.inflight[cmid] = [now(), self, self.recipients]
         self.outstanding += 1
+        body, image = self.body, self.image
+        if self.distinct:
+            body = body[:-len(cmid)] + cmid
+            image = [len(body), hashlib.sha256(body).digest(), None]
         self.write_payload(packb([38, self.next_req(), cmid, self.group_id, self.to, None,
-                                  self.ctype, self.body, self.image]))
+                                  self.ctype, body, image]))
 
     def pump(self) -> None:
         if not self.gen.running:
@@ -470,6 +476,7 @@ async def scenario_direct(gen: Gen, p: dict[str, Any]) -> dict[str, Any]:
         c.to = partner.name
         c.window = p["window"]
         c.body, c.image, c.ctype = body, image, ctype
+        c.distinct = bool(image and p.get("distinct_images"))
     out = await traffic(gen, p["warmup"], p["duration"])
     out.update(pairs=pairs, window=p["window"])
     return out

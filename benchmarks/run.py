@@ -208,8 +208,9 @@ def scenarios(full: bool) -> list[Scenario]:
         out.append(Scenario("one500", "direct chat, one in flight (500 pairs)", "direct",
                             dict(pairs=500, window=1, warmup=w, duration=d), rounds=r))
     out += [
-        Scenario("images", "64 KiB images (20 pairs x 4 in flight)", "direct",
-                 dict(pairs=20, window=4, warmup=w, duration=d, image_bytes=64 * 1024),
+        Scenario("images", "64 KiB images, each different (20 pairs x 4 in flight)", "direct",
+                 dict(pairs=20, window=4, warmup=w, duration=d, image_bytes=64 * 1024,
+                      distinct_images=True),
                  rounds=r),
         Scenario("fanout", "group fan-out (100 members, 10 senders x 10 in flight)", "fanout",
                  dict(members=100, senders=10, window=10, warmup=w, duration=d), rounds=r),
