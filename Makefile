@@ -35,7 +35,8 @@ fuzz: $(STAMP)
 clean:
 	rm -rf $(VENV) build *.egg-info
 
-# Benchmarks against the baseline relay (benchmarks/README.md): short (< 5 min) and full.
+# Benchmarks against the baseline relay (benchmarks/README.md): short (about 5 min) and full
+# (about 20 min). Both need the local PostgreSQL and Redis (PostgreSQL backend, scaling).
 BENCH_STAMP := $(VENV)/.bench-stamp
 
 $(BENCH_STAMP): $(STAMP)

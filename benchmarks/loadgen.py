@@ -169,10 +169,17 @@ class Client(protocol.Protocol):
         self.body = b""
         self.ctype = m.ContentType.TEXT
         self.image: list[Any] | None = None
+        #: Every image different (its last 16 bytes are the client_msg_id): no deduplication.
+        self.distinct = False
         self.max_seq = 0
         self.acked = 0
         self.last_ack = 0.0
         self.deliveries = 0
+        self.sendacks = 0
+        self.refused = 0
+        #: Paced by SendAcks, not deliveries (the recipient may never read): ``outstanding``
+        #: counts Chats not yet answered, and none is tracked in ``gen.inflight``.
+        self.ack_paced = False
         self.transport: Any
 
     # Connection and handshake.
@@ -291,6 +298,10 @@ class Client(protocol.Protocol):
                         gen.on_deliver(self, v)
                 elif t == 40:  # SendAck
                     gen.sendacks += 1
+                    self.sendacks += 1
+                    if self.ack_paced:
+                        self.outstanding -= 1
+                        self.pump()
                 elif t in (61, 37):  # SyncDone, AckCreateGroup
                     d = self.waiters.pop(v[1], None)
                     if d is not None:
@@ -299,6 +310,10 @@ class Client(protocol.Protocol):
                     self.write_payload(packb([65, v[1]]))
                 elif t == 32:  # Error
                     gen.error(f"Error {v[2]}: {v[3]}")
+                    self.refused += 1
+                    if self.ack_paced:
+                        self.outstanding -= 1
+                        self.pump()
                     d = self.waiters.pop(v[1], None)
                     if d is not None:
                         d.errback(Failed(f"Error {v[2]}: {v[3]}"))
@@ -320,10 +335,15 @@ class Client(protocol.Protocol):
     def send_chat(self) -> None:
         gen = self.gen
         cmid = gen.next_cmid(self.index)
-        gen.inflight[cmid] = [now(), self, self.recipients]
+        if not self.ack_paced:
+            gen.inflight[cmid] = [now(), self, self.recipients]
         self.outstanding += 1
+        body, image = self.body, self.image
+        if self.distinct:
+            body = body[:-len(cmid)] + cmid
+            image = [len(body), hashlib.sha256(body).digest(), None]
         self.write_payload(packb([38, self.next_req(), cmid, self.group_id, self.to, None,
-                                  self.ctype, self.body, self.image]))
+                                  self.ctype, body, image]))
 
     def pump(self) -> None:
         if not self.gen.running:
@@ -456,6 +476,7 @@ async def scenario_direct(gen: Gen, p: dict[str, Any]) -> dict[str, Any]:
         c.to = partner.name
         c.window = p["window"]
         c.body, c.image, c.ctype = body, image, ctype
+        c.distinct = bool(image and p.get("distinct_images"))
     out = await traffic(gen, p["warmup"], p["duration"])
     out.update(pairs=pairs, window=p["window"])
     return out
@@ -626,8 +647,157 @@ async def scenario_storm(gen: Gen, p: dict[str, Any]) -> dict[str, Any]:
             "server_rss_kib": storm.get("server_rss_kib")}
 
 
+class RssSampler:
+    """The server's RSS every ``interval`` seconds: ``samples`` is [(seconds, KiB), ...]."""
+
+    def __init__(self, gen: Gen, interval: float = 0.1) -> None:
+        self.pid = gen.args.server_pid
+        self.t0 = now()
+        self.samples: list[tuple[float, int]] = []
+        self.loop = task.LoopingCall(self.sample)
+        self.loop.clock = gen.reactor
+        self.loop.start(interval)
+
+    def sample(self) -> int:
+        kib = proc_rss_kib(self.pid)
+        self.samples.append((round(now() - self.t0, 3), kib))
+        return kib
+
+    def peak_since(self, t: float) -> int:
+        """The largest RSS sampled from ``t`` (a ``now()`` time) on, this moment included."""
+        self.sample()
+        since = t - self.t0
+        return max(kib for at, kib in self.samples if at >= since)
+
+    def stop(self) -> None:
+        if self.loop.running:
+            self.loop.stop()
+
+
+class Flood:
+    """A pull producer on the flooding client's transport: ``batch`` more Chats each time the
+    transport has written everything, so they go out as fast as TCP takes them (and the
+    generator's reactor keeps serving the other clients meanwhile)."""
+
+    def __init__(self, client: Client, count: int, batch: int) -> None:
+        self.client = client
+        self.count = count
+        self.batch = batch
+        self.sent = 0
+
+    def resumeProducing(self) -> None:
+        n = min(self.batch, self.count - self.sent)
+        for _ in range(n):
+            self.client.send_chat()
+        self.sent += n
+        if self.sent >= self.count:
+            self.client.transport.unregisterProducer()
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        self.count = self.sent
+
+
+async def scenario_flood(gen: Gen, p: dict[str, Any]) -> dict[str, Any]:
+    """One client sends ``chats`` Chats as fast as TCP takes them, while ``pairs`` pairs chat
+    one in flight: the server's RSS growth (peak over the flood against just before it) and
+    the other users' latency during the flood."""
+    if gen.relay:
+        raise Failed("the flood needs the real server")
+    pairs, chats = p["pairs"], p["chats"]
+    others = make_clients(gen, 2 * pairs)
+    gen.prefix += "f"
+    gen.args.index_base += 2 * pairs
+    flooder, sink = make_clients(gen, 2)
+    await connect_all(gen, [*others, flooder, sink], p.get("concurrency", 64))
+    body = b"f" * p.get("body_bytes", 100)
+    for i, c in enumerate(others):
+        c.to, c.window, c.body = others[i ^ 1].name, 1, body
+    flooder.to, flooder.window, flooder.body, flooder.ack_paced = sink.name, 0, body, True
+    sampler = RssSampler(gen)
+    gen.running = True
+    for c in others:
+        c.pump()
+    await sleep(gen, p["warmup"])
+    rss0 = sampler.sample()
+    gen.reset()
+    gen.measuring = True
+    meter = Meter(gen)
+    t0 = now()
+    flood = Flood(flooder, chats, p.get("batch", 100))
+    flooder.transport.registerProducer(flood, False)
+    deadline = t0 + p.get("limit_s", 120.0)
+    while (flooder.sendacks + flooder.refused < chats and now() < deadline
+           and not flooder.closed.called):
+        await sleep(gen, 0.05)
+    flood_s = now() - t0
+    gen.measuring = False
+    out: dict[str, Any] = meter.stop()
+    peak = sampler.peak_since(t0)
+    sampler.stop()
+    delivered = gen.delivered
+    out.update(chats=chats, flood_sent=flood.sent, flood_acked=flooder.sendacks,
+               flood_refused=flooder.refused, flood_s=flood_s,
+               flood_msgs_per_s=flooder.sendacks / flood_s, flooder_closed=flooder.closed.called,
+               rss0_kib=rss0, rss_peak_kib=peak, rss_growth_kib=peak - rss0,
+               rss_samples=sampler.samples, start_s=t0 - sampler.t0, pairs=pairs,
+               delivered=delivered, msgs_per_s=delivered / out["wall_s"],
+               mb_per_s=gen.delivered_bytes / out["wall_s"] / 1e6,
+               latency=latency_summary(gen.latencies), cdf_ms=cdf_sample(gen.latencies))
+    if flooder.sendacks + flooder.refused < chats:
+        gen.error(f"flood answered {flooder.sendacks + flooder.refused} of {chats}")
+    await drain_inflight(gen, 10.0)
+    return out
+
+
+async def scenario_neverread(gen: Gen, p: dict[str, Any]) -> dict[str, Any]:
+    """``readers`` signed-in, synced clients stop reading; ``senders`` clients each keep
+    ``window`` Chats of ``body_bytes`` to each of them unanswered for ``duration`` seconds
+    (paced by SendAcks: the recipients never read). The server's RSS growth per never-reading
+    connection (peak against just before)."""
+    if gen.relay:
+        raise Failed("the never-reading clients need the real server")
+    readers = p["readers"]
+    deaf = make_clients(gen, readers)
+    gen.prefix += "s"
+    gen.args.index_base += readers
+    senders = make_clients(gen, readers * p.get("senders", 2))
+    await connect_all(gen, [*deaf, *senders], p.get("concurrency", 64))
+    for c in deaf:
+        c.transport.pauseProducing()  # reads nothing from now on
+    body = b"n" * p.get("body_bytes", 1000)
+    for i, c in enumerate(senders):
+        c.to, c.window, c.body, c.ack_paced = deaf[i % readers].name, p["window"], body, True
+    sampler = RssSampler(gen)
+    await sleep(gen, p.get("settle", 0.5))
+    rss0 = sampler.sample()
+    meter = Meter(gen)
+    t0 = now()
+    gen.running = True
+    for c in senders:
+        c.pump()
+    await sleep(gen, p["duration"])
+    gen.running = False
+    out: dict[str, Any] = meter.stop()
+    peak = sampler.peak_since(t0)
+    sampler.stop()
+    sent = sum(c.sendacks for c in senders)
+    growth = peak - rss0
+    out.update(readers=readers, senders=len(senders), sent=sent, msgs_per_s=sent / out["wall_s"],
+               refused=sum(c.refused for c in senders),
+               closed=sum(1 for c in deaf if c.closed.called), rss0_kib=rss0, rss_peak_kib=peak,
+               rss_growth_kib=growth, rss_growth_per_reader_bytes=growth * 1024 / readers,
+               rss_samples=sampler.samples, start_s=t0 - sampler.t0)
+    await sleep(gen, 0.5)
+    return out
+
+
 SCENARIOS = {
     "direct": scenario_direct,
+    "flood": scenario_flood,
+    "neverread": scenario_neverread,
     "fanout": scenario_fanout,
     "drain": scenario_drain,
     "idle": scenario_idle,

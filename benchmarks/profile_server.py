@@ -30,6 +30,9 @@ SHAPES: dict[str, dict[str, Any]] = {
     "pipelined": dict(pairs=50, window=100),
     "one50": dict(pairs=50, window=1),
     "images": dict(pairs=20, window=4, image_bytes=64 * 1024),
+    # The same, every image different: each is written and fsynced (the benchmark's images
+    # are one image sent again and again, which the content-addressed store writes once).
+    "images-distinct": dict(pairs=20, window=4, image_bytes=64 * 1024, distinct_images=True),
 }
 
 _FRAME = re.compile(r"\s*\((?:/[^)]*/)?([^/)]*?)(?::\d+)?\)")

@@ -8,9 +8,12 @@ For each scenario it starts a fresh server (``twistd chatserver``: fresh SQLite 
 fresh identity) and a fresh baseline relay (``benchmarks/relay.py``), each pinned to core 0,
 and runs ``benchmarks/loadgen.py`` pinned to core 1 (when there are two cores), once per
 round. Figures are medians over the rounds; ratios compare with the relay measured in the same
-run. Results go to ``benchmarks/results/<date>-<host>/``: ``results.json``, ``results.md``,
-``throughput.png``, ``latency_cdf.png`` and the processes' logs. Everything talks to
-127.0.0.1 only; every process is killed at the end, also on errors.
+run. The ``scaling`` scenario is benchmarks/scaling.py's (unpinned servers on PostgreSQL and
+Redis). Rows, targets and PASS/MISS come from benchmarks/report.py, the plots from
+benchmarks/plots.py. Results go to ``benchmarks/results/<date>-<host>/``: ``results.json``,
+``results.md``, ``throughput.png``, ``latency_cdf.png``, ``memory.png``, ``scaling.png`` and
+the processes' logs. Everything talks to 127.0.0.1 only; every process is killed at the end,
+also on errors.
 """
 
 from __future__ import annotations
@@ -22,17 +25,25 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import xmpp_loadgen
+from benchmarks import scaling, xmpp_loadgen
 from benchmarks.common import raise_nofile
+from benchmarks.plots import plots
+from benchmarks.report import (
+    NOISE,
+    Scenario,
+    brief,
+    evaluate,
+    machine_state,
+    markdown,
+    noisiest,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -48,8 +59,6 @@ OPEN_LIMITS = ["--max-connections-per-ip", "30000", "--max-handshakes", "20000",
 #: The PostgreSQL the PostgreSQL scenarios use (a fresh schema each): the test database.
 POSTGRES_DSN = os.environ.get("CHATPROTO_BENCH_POSTGRES",
                               "postgresql://postgres@127.0.0.1:5432/test")
-#: A baseline round deviating by more than this from the other rounds' median is repeated.
-NOISE = 0.20
 
 #: Prosody's configuration for the peer scenarios: plaintext c2s on one loopback port, SASL
 #: ANONYMOUS, no s2s/HTTP; with ``{mam}`` every chat message is archived (mod_mam on SQLite).
@@ -155,36 +164,28 @@ class Proc:
         self.logf.close()
 
 
-@dataclass
-class Scenario:
-    key: str
-    title: str
-    loadgen: str
-    params: dict[str, Any]
-    targets: tuple[str, ...] = ("server", "relay")
-    hashing: str = "fast"  # or "argon2": the server keeps OWASP's Argon2id cost
-    backend: str = "sqlite"  # or "postgres": a fresh schema in the local test database
-    rounds: int = 3
-    timeout: float = 240.0
-    note: str = ""
-    results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    #: Baseline rounds replaced because they deviated from the others (kept for the record).
-    discarded: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-    @property
-    def figure(self) -> str:
-        """The result key a round's noise is judged by."""
-        return {"images": "mb_per_s", "fanout": "deliveries_per_s"}.get(self.key, "msgs_per_s")
-
-
 def scenarios(full: bool) -> list[Scenario]:
     r = 5 if full else 3
     d, w = (5.0, 1.5) if full else (2.0, 1.0)
+    flood_chats = 100_000 if full else 30_000
+    readers = 8 if full else 4
     out = [
         Scenario("pipelined", "direct chat, pipelined (50 pairs x 100 in flight, 100 B)",
                  "direct", dict(pairs=50, window=100, warmup=w, duration=d), rounds=r),
         Scenario("one50", "direct chat, one in flight (50 pairs)", "direct",
                  dict(pairs=50, window=1, warmup=w, duration=d), rounds=r),
+    ]
+    # --durability relaxed beside FULL (the default), server only: reported beside FULL.
+    rr = r if full else 1
+    relaxed = ("--durability", "relaxed")
+    out += [
+        Scenario("pipelined-relaxed", "direct chat, pipelined, --durability relaxed", "direct",
+                 dict(pairs=50, window=100, warmup=w, duration=d), targets=("server",),
+                 server_args=relaxed, rounds=rr, note="" if full else "short run: 1 round"),
+        Scenario("one50-relaxed", "direct chat, one in flight (50 pairs), --durability relaxed",
+                 "direct", dict(pairs=50, window=1, warmup=w, duration=d),
+                 targets=("server",), server_args=relaxed, rounds=rr,
+                 note="" if full else "short run: 1 round"),
     ]
     out += [
         Scenario("pipelined-pg", "direct chat, pipelined, on PostgreSQL", "direct",
@@ -207,8 +208,9 @@ def scenarios(full: bool) -> list[Scenario]:
         out.append(Scenario("one500", "direct chat, one in flight (500 pairs)", "direct",
                             dict(pairs=500, window=1, warmup=w, duration=d), rounds=r))
     out += [
-        Scenario("images", "64 KiB images (20 pairs x 4 in flight)", "direct",
-                 dict(pairs=20, window=4, warmup=w, duration=d, image_bytes=64 * 1024),
+        Scenario("images", "64 KiB images, each different (20 pairs x 4 in flight)", "direct",
+                 dict(pairs=20, window=4, warmup=w, duration=d, image_bytes=64 * 1024,
+                      distinct_images=True),
                  rounds=r),
         Scenario("fanout", "group fan-out (100 members, 10 senders x 10 in flight)", "fanout",
                  dict(members=100, senders=10, window=10, warmup=w, duration=d), rounds=r),
@@ -223,6 +225,27 @@ def scenarios(full: bool) -> list[Scenario]:
                       duration=5.0 if full else 3.0),
                  targets=("server",), hashing="argon2", rounds=3 if full else 1,
                  timeout=300.0),
+        # Back-pressure (#11): memory and the other users' latency under one client's flood;
+        # memory under clients that never read. Server only, loopback, bounded in count and
+        # time (limit_s; the write-stall timeout is longer than the run: nobody is closed).
+        Scenario("flood", f"flood of {flood_chats:,} Chats from one client, 10 pairs chatting "
+                 "one in flight", "flood",
+                 dict(chats=flood_chats, pairs=10, warmup=w, limit_s=120.0),
+                 targets=("server",), rounds=3 if full else 1,
+                 note="" if full else f"short run: {flood_chats:,} Chats instead of "
+                 "100,000, 1 round"),
+        Scenario("neverread", f"{readers} clients that never read, 2 senders each x 16 in "
+                 "flight, 1,000 B", "neverread",
+                 dict(readers=readers, senders=2, window=16, body_bytes=1000,
+                      duration=10.0 if full else 4.0),
+                 targets=("server",), rounds=3 if full else 1,
+                 note="" if full else "short run: 4 s, 1 round"),
+        # Scale-out (#12): one worker against two on PostgreSQL + Redis, same-node against
+        # cross-node; run by benchmarks/scaling.py's functions (their own servers, unpinned).
+        Scenario("scaling", "scaling on PostgreSQL + Redis: 1 worker vs 2, same vs cross node",
+                 "scaling", dict(pairs=50, warmup=w, duration=d), targets=(),
+                 backend="postgres", rounds=3 if full else 1,
+                 note="" if full else "short run: 1 round"),
     ]
     return out
 
@@ -239,7 +262,8 @@ class Runner:
         self.counter = 0
         self.schemas: list[str] = []
 
-    def start_server(self, key: str, hashing: str, backend: str = "sqlite") -> tuple[Proc, int]:
+    def start_server(self, key: str, hashing: str, backend: str = "sqlite",
+                     extra: tuple[str, ...] = ()) -> tuple[Proc, int]:
         port = free_port()
         data = self.tmp / f"{key}-{port}"
         data.mkdir()
@@ -249,7 +273,7 @@ class Runner:
         argv = [str(TWISTD), "-n", "--pidfile=", "chatserver",
                 "--listen", f"tcp:{port}:interface=127.0.0.1",
                 "--database", database,
-                "--identity", str(data / "identity.key"), *OPEN_LIMITS]
+                "--identity", str(data / "identity.key"), *OPEN_LIMITS, *extra]
         if hashing == "fast":
             argv += FAST_HASHING
         proc = Proc(f"server[{key}]", argv, self.outdir / f"server-{key}.log", self.server_core)
@@ -337,13 +361,16 @@ class Runner:
         return {"error": f"no result (see {log})", "loadavg": list(load)}
 
     def run_scenario(self, sc: Scenario) -> None:
+        if sc.loadgen == "scaling":
+            self.run_scaling(sc)
+            return
         for target in sc.targets:
             if target == "relay":
                 proc, port = self.start_relay(sc.key)
             elif target.startswith("prosody"):
                 proc, port = self.start_prosody(sc.key, archive=target == "prosody-mam")
             else:
-                proc, port = self.start_server(sc.key, sc.hashing, sc.backend)
+                proc, port = self.start_server(sc.key, sc.hashing, sc.backend, sc.server_args)
             try:
                 runs = []
                 for rnd in range(sc.rounds):
@@ -375,6 +402,28 @@ class Runner:
             sc.discarded.setdefault(target, []).append(runs[worst])
             runs[worst] = self.round(sc, target, port, pid, worst)
 
+    def run_scaling(self, sc: Scenario) -> None:
+        """#12's scaling scenario through benchmarks/scaling.py: its servers (one worker, two
+        workers, two nodes) on fresh PostgreSQL schemas and Redis key prefixes."""
+        workdir = self.tmp / "scaling"
+        workdir.mkdir()
+        key = scaling.identity(workdir)
+
+        def record(name: str, res: dict[str, Any], rnd: int, load: list[float]) -> None:
+            res = {**res, "loadavg": load}
+            sc.results.setdefault(name, []).append(res)
+            print(f"  {sc.key:12} {name:18} round {rnd + 1}/{sc.rounds} (load {load[0]:.2f}): "
+                  f"{brief(sc, res)}", flush=True)
+
+        p = sc.params
+        for workers in (1, 2):
+            scaling.scenario_workers(workdir, key, workers, p["duration"], warmup=p["warmup"],
+                                     pairs=p["pairs"], rounds=sc.rounds, logdir=self.outdir,
+                                     record=record)
+        scaling.scenario_placement(workdir, key, p["duration"], warmup=p["warmup"],
+                                   pairs=p["pairs"], rounds=sc.rounds, logdir=self.outdir,
+                                   record=record)
+
     def argon2_bound(self) -> dict[str, Any]:
         core = self.server_core if self.server_core is not None else -1
         out = subprocess.run([sys.executable, "-c", ARGON2_PROBE, str(core), "3"], cwd=ROOT,
@@ -400,257 +449,6 @@ class Runner:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def noisiest(runs: list[dict[str, Any]], figure: str) -> tuple[int | None, float]:
-    """The round whose ``figure`` deviates most from the median of all rounds, and by how
-    much (relative); (None, 0) with fewer than 3 usable rounds. A round without the figure
-    (an error) counts as fully off."""
-    values = [r.get(figure) for r in runs]
-    usable = [float(v) for v in values if isinstance(v, int | float)]
-    if len(usable) < 3:
-        return None, 0.0
-    ref = statistics.median(usable)
-    worst, dev = None, 0.0
-    for i, v in enumerate(values):
-        d = abs(float(v) / ref - 1) if isinstance(v, int | float) and ref else 1.0
-        if d > dev:
-            worst, dev = i, d
-    return worst, dev
-
-
-def brief(sc: Scenario, res: dict[str, Any]) -> str:
-    if "error" in res:
-        return "ERROR " + str(res["error"])
-    errs = f" errors={res['errors']}" if res.get("errors") else ""
-    if sc.key == "drain":
-        return f"drain {res['drain_s']:.3f} s ({res['delivered']} msgs){errs}"
-    if sc.key == "idle":
-        return (f"{res['rss_per_conn_bytes']:.0f} B/conn, {res['open']} open, "
-                f"{res['logins_per_s']:.0f} logins/s{errs}")
-    if sc.key == "storm":
-        return (f"{res['logins_per_s_alone']:.1f} logins/s alone, {res['logins_per_s']:.1f} "
-                f"with chat; chat p99 idle "
-                f"{res['idle_p99_ms']:.1f} ms / storm {res['storm_p99_ms']:.1f} ms{errs}")
-    lat = res.get("latency", {})
-    return (f"{res['msgs_per_s']:.0f} msgs/s {res['mb_per_s']:.1f} MB/s p50 "
-            f"{lat.get('p50_ms', 0):.2f} ms p99 {lat.get('p99_ms', 0):.2f} ms, "
-            f"gen CPU {res['gen_cpu_pct']:.0f}% server CPU {res.get('server_cpu_pct', 0):.0f}%"
-            f"{errs}")
-
-
-def med(runs: list[dict[str, Any]], *path: str) -> float | None:
-    values = []
-    for r in runs:
-        v: Any = r
-        for p in path:
-            v = v.get(p) if isinstance(v, dict) else None
-        if isinstance(v, int | float):
-            values.append(float(v))
-    return statistics.median(values) if values else None
-
-
-@dataclass
-class Row:
-    scenario: str
-    figure: str
-    value: float | None
-    unit: str
-    baseline: float | None = None
-    target: str = ""
-    passed: bool | None = None
-    note: str = ""
-
-    def cells(self) -> list[str]:
-        ratio = (f"{self.value / self.baseline:.1%}" if self.value is not None
-                 and self.baseline else "")
-        verdict = {True: "PASS", False: "MISS", None: ""}[self.passed]
-        return [self.scenario, self.figure, fmt(self.value, self.unit),
-                fmt(self.baseline, self.unit), ratio, self.target, verdict]
-
-
-def fmt(v: float | None, unit: str) -> str:
-    if v is None:
-        return "-"
-    if abs(v) >= 100:
-        return f"{v:,.0f} {unit}".strip()
-    return f"{v:.3g} {unit}".strip()
-
-
-def evaluate(scs: list[Scenario], bound: dict[str, Any]) -> list[Row]:
-    rows: list[Row] = []
-    by = {sc.key: sc for sc in scs}
-
-    def pair(key: str, *path: str) -> tuple[float | None, float | None]:
-        sc = by.get(key)
-        if sc is None:
-            return None, None
-        return med(sc.results.get("server", []), *path), med(sc.results.get("relay", []), *path)
-
-    def ratio_row(key: str, name: str, figure: str, unit: str, path: tuple[str, ...],
-                  min_ratio: float | None) -> None:
-        v, b = pair(key, *path)
-        if key not in by:
-            return
-        ok = None if min_ratio is None or v is None or not b else v / b >= min_ratio
-        target = f">= {min_ratio:.0%} of baseline" if min_ratio is not None else ""
-        rows.append(Row(name, figure, v, unit, b, target, ok))
-
-    ratio_row("pipelined", "pipelined", "delivered msgs/s", "msg/s", ("msgs_per_s",), 0.45)
-    ratio_row("pipelined", "pipelined", "server CPU per msg", "us", ("server_cpu_us_per_msg",),
-              None)
-    for key, name in (("one50", "one in flight, 50 pairs"),
-                      ("one500", "one in flight, 500 pairs")):
-        ratio_row(key, name, "delivered msgs/s", "msg/s", ("msgs_per_s",), 0.65)
-        ratio_row(key, name, "p50 latency", "ms", ("latency", "p50_ms"), None)
-        v, b = pair(key, "latency", "p99_ms")
-        if key in by:
-            limit = 10.0 if key == "one50" else None
-            rows.append(Row(name, "p99 latency", v, "ms", b,
-                            "<= 10 ms" if limit else "",
-                            None if limit is None or v is None else v <= limit))
-    for key, base, name in (("pipelined-pg", "pipelined", "pipelined, PostgreSQL"),
-                            ("one50-pg", "one50", "one in flight, 50 pairs, PostgreSQL")):
-        if key in by and base in by:
-            v, _ = pair(key, "msgs_per_s")
-            b, _ = pair(base, "msgs_per_s")
-            rows.append(Row(name, "delivered msgs/s (baseline: SQLite)", v, "msg/s", b,
-                            ">= 80% of SQLite",
-                            None if v is None or not b else v / b >= 0.8))
-            v, _ = pair(key, "latency", "p99_ms")
-            b, _ = pair(base, "latency", "p99_ms")
-            rows.append(Row(name, "p99 latency (baseline: SQLite)", v, "ms", b))
-    for key, ours, name in (("peer-pipelined", "pipelined", "pipelined vs Prosody"),
-                            ("peer-one50", "one50", "one in flight, 50 pairs, vs Prosody")):
-        if key not in by or ours not in by:
-            continue
-        v, _ = pair(ours, "msgs_per_s")
-        cpu, _ = pair(ours, "server_cpu_us_per_msg")
-        peer = by[key].results
-        for target, label in (("prosody", "Prosody, no storage"),
-                              ("prosody-mam", "Prosody + mod_mam (SQLite)")):
-            b = med(peer.get(target, []), "msgs_per_s")
-            bcpu = med(peer.get(target, []), "server_cpu_us_per_msg")
-            first = target == "prosody"
-            rows.append(Row(name, f"msgs/s (baseline: {label})", v, "msg/s", b,
-                            ">= 1x" if first else "",
-                            None if not first or v is None or not b else v >= b))
-            rows.append(Row(name, f"server CPU per msg (baseline: {label})", cpu, "us", bcpu))
-    v, b = pair("images", "mb_per_s")
-    if "images" in by:
-        rows.append(Row("64 KiB images", "throughput", v, "MB/s", b, ">= 450 MB/s",
-                        None if v is None else v >= 450))
-    v, b = pair("fanout", "deliveries_per_s")
-    if "fanout" in by:
-        rows.append(Row("group fan-out", "deliveries/s", v, "/s", b, ">= 150,000/s",
-                        None if v is None else v >= 150_000))
-    if "drain" in by:
-        v, _ = pair("drain", "drain_s")
-        rows.append(Row("offline drain", "Sync -> SyncDone, 10,000 msgs", v, "s", None,
-                        "<= 0.5 s", None if v is None else v <= 0.5))
-    if "idle" in by:
-        v, b = pair("idle", "rss_per_conn_bytes")
-        rows.append(Row("idle connections", "server RSS per connection", v, "B", b,
-                        "<= 8 KiB", None if v is None else v <= 8192, by["idle"].note))
-    if "storm" in by:
-        sc = by["storm"]
-        bnd = bound.get("bound_logins_per_s")
-        v = med(sc.results.get("server", []), "logins_per_s_alone")
-        rows.append(Row("login storm", "logins/s (baseline: Argon2id bound)", v, "/s", bnd,
-                        ">= 80% of bound",
-                        None if v is None or not bnd else v >= 0.8 * bnd))
-        v = med(sc.results.get("server", []), "logins_per_s")
-        rows.append(Row("login storm", "logins/s while 10 pairs chat", v, "/s", bnd))
-        idle = med(sc.results.get("server", []), "idle_p99_ms")
-        storm = med(sc.results.get("server", []), "storm_p99_ms")
-        rows.append(Row("login storm", "chat p99 during storm (baseline: idle p99)", storm,
-                        "ms", idle, "<= 2x idle",
-                        None if storm is None or not idle else storm <= 2 * idle))
-    return rows
-
-
-def machine_state(scs: list[Scenario]) -> list[str]:
-    """One line per scenario: the 1-minute load average before its rounds, and the rounds
-    repeated because their baseline deviated."""
-    lines = []
-    for sc in scs:
-        loads = [r["loadavg"][0] for runs in sc.results.values() for r in runs
-                 if r.get("loadavg")]
-        if not loads:
-            continue
-        redo = sum(len(v) for v in sc.discarded.values())
-        lines.append(f"- {sc.key}: load average (1 min) before the rounds "
-                     f"{min(loads):.2f}-{max(loads):.2f}"
-                     + (f"; {redo} baseline round(s) repeated (> {NOISE:.0%} off the others)"
-                        if redo else ""))
-    return lines
-
-
-def markdown(rows: list[Row], header: list[str]) -> str:
-    table = [header] + [r.cells() for r in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
-             for r in table]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
-
-
-def plots(scs: list[Scenario], rows: list[Row], outdir: Path) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[bench]'): no plots")
-        return []
-    made = []
-    bars = [r for r in rows if r.value is not None and r.figure in (
-        "delivered msgs/s", "throughput", "deliveries/s", "server RSS per connection",
-        "logins/s (baseline: Argon2id bound)")]
-    if bars:
-        fig, axes = plt.subplots(1, len(bars), figsize=(3.2 * len(bars), 4), squeeze=False)
-        for ax, r in zip(axes[0], bars, strict=True):
-            labels = ["chatproto"] + (["baseline"] if r.baseline else [])
-            values = [r.value] + ([r.baseline] if r.baseline else [])
-            ax.bar(labels, values, color=["tab:blue", "tab:gray"][: len(values)])
-            ax.set_title(f"{r.scenario}\n{r.figure}", fontsize=8)
-            ax.set_ylabel(r.unit)
-            ax.tick_params(labelsize=8)
-            if r.passed is not None:
-                ax.set_xlabel(r.target + (" PASS" if r.passed else " MISS"), fontsize=8)
-        fig.tight_layout()
-        fig.savefig(outdir / "throughput.png", dpi=100)
-        plt.close(fig)
-        made.append("throughput.png")
-    curves = []
-    for sc in scs:
-        for target, runs in sc.results.items():
-            if sc.key == "storm":
-                for phase in ("idle", "storm"):
-                    ok = [r[phase] for r in runs if phase in r and r[phase].get("cdf_ms")]
-                    if ok:
-                        curves.append((f"storm: chat during {phase}", ok[len(ok) // 2]["cdf_ms"]))
-            elif sc.key.startswith("one"):
-                ok = [r for r in runs if r.get("cdf_ms")]
-                if ok:
-                    ok.sort(key=lambda r: r["msgs_per_s"])
-                    curves.append((f"{sc.key} {target}", ok[len(ok) // 2]["cdf_ms"]))
-    if curves:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for label, cdf in curves:
-            ys = [i / (len(cdf) - 1) for i in range(len(cdf))]
-            ax.plot(cdf, ys, label=label)
-        ax.set_xscale("log")
-        ax.set_xlabel("latency send -> Deliver at the recipient (ms, log)")
-        ax.set_ylabel("fraction of messages")
-        ax.axvline(10, color="red", linestyle=":", linewidth=1)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(outdir / "latency_cdf.png", dpi=100)
-        plt.close(fig)
-        made.append("latency_cdf.png")
-    return made
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -674,13 +472,16 @@ def main() -> int:
     mode = "full" if args.full else "SHORT (make bench-full for everything)"
     print(f"chatproto benchmarks, {mode}; results in {outdir}")
     if not args.full:
-        print("  short run: fewer rounds (3, drain/storm 1) and 2 s windows; the 500-pair "
-              "scenario is skipped and 2,000 idle connections stand in for 10,000")
+        print("  short run: fewer rounds (3; drain, storm, flood, never-reading clients, "
+              "scaling and relaxed durability 1) and 2 s windows; Prosody and the 500-pair "
+              "scenario are skipped, 2,000 idle connections stand in for 10,000 and a flood of "
+              "30,000 Chats for 100,000")
     runner = Runner(args, outdir)
     print(f"  server/relay on core {runner.server_core}, load generator on core "
           f"{runner.gen_core}; {len(os.sched_getaffinity(0))} cores")
     t0 = time.monotonic()
     bound: dict[str, Any] = {}
+    durations: dict[str, float] = {}  # wall-clock seconds per scenario
     try:
         if any(sc.key == "storm" for sc in scs):
             bound = runner.argon2_bound()
@@ -689,11 +490,13 @@ def main() -> int:
                   f"{bound['bound_logins_per_s']:.1f} logins/s bound")
         for sc in scs:
             print(f"- {sc.title}" + (f" [{sc.note}]" if sc.note else ""), flush=True)
+            started = time.monotonic()
             try:
                 runner.run_scenario(sc)
             except Exception as e:  # one broken scenario must not lose the others
                 print(f"  {sc.key}: FAILED: {e}")
                 sc.results.setdefault("server", []).append({"error": str(e)})
+            durations[sc.key] = time.monotonic() - started
     finally:
         runner.close()
     rows = evaluate(scs, bound)
@@ -703,16 +506,19 @@ def main() -> int:
     meta = {"date": date, "host": host, "mode": "full" if args.full else "short",
             "elapsed_s": elapsed, "cores": len(os.sched_getaffinity(0)),
             "server_core": runner.server_core, "gen_core": runner.gen_core,
-            "python": sys.version.split()[0], "argon2": bound}
+            "python": sys.version.split()[0], "argon2": bound, "scenario_s": durations}
     (outdir / "results.json").write_text(json.dumps({
         "meta": meta,
         "rows": [r.__dict__ for r in rows],
         "scenarios": {sc.key: {"title": sc.title, "params": sc.params, "rounds": sc.rounds,
-                               "backend": sc.backend, "note": sc.note, "results": sc.results,
+                               "backend": sc.backend, "server_args": sc.server_args,
+                               "note": sc.note, "results": sc.results,
                                "discarded": sc.discarded} for sc in scs},
     }, indent=1, default=str))
     made = plots(scs, rows, outdir)
-    notes = [f"- {r.scenario}: {r.note}" for r in rows if r.note] + machine_state(scs)
+    notes = ([f"- {r.scenario}: {r.note}" for r in rows if r.note] + machine_state(scs)
+             + [f"- {elapsed:.0f} s in all: " + ", ".join(f"{k} {v:.0f} s"
+                                                         for k, v in durations.items())])
     md = (f"# chatproto benchmarks ({meta['mode']}, {date}, {host})\n\n"
           f"{meta['cores']} cores; server and relay pinned to core {runner.server_core}, "
           f"load generator to core {runner.gen_core}. Medians of the rounds.\n\n{table}\n"

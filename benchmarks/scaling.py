@@ -1,11 +1,16 @@
 """Scaling on PostgreSQL and Redis: one worker against two, same-node against cross-node.
 
-    .venv/bin/python -m benchmarks.scaling [--duration 10] [--out FILE.json]
+    .venv/bin/python -m benchmarks.scaling [--duration 10] [--rounds 1] [--out FILE.json]
 
-Needs PostgreSQL (``postgresql://postgres@127.0.0.1:5432/test``, a fresh schema per scenario)
+``make bench`` runs the same scenarios through :func:`scenario_workers` and
+:func:`scenario_placement` (``benchmarks.run``'s ``scaling`` scenario), with the rows of
+``benchmarks.report.scaling_rows`` in its table and ``scaling.png``.
+
+Needs PostgreSQL (``postgresql://postgres@127.0.0.1:5432/test`` or
+``$CHATPROTO_BENCH_POSTGRES``, as ``benchmarks.run``; a fresh schema per scenario)
 and Redis on 127.0.0.1:6379 (a key prefix per scenario). Scenarios, each with a fresh schema:
 
-* ``workers1`` / ``workers2``: ``twistd chatserver --workers N`` (N = 1 is a plain single
+* ``workers1-*`` / ``workers2-*``: ``twistd chatserver --workers N`` (N = 1 is a plain single
   process with ``--bus``) and the load generator's direct scenario, pipelined (50 pairs x 100
   in flight) and one in flight (50 pairs). The machine's cores are shared by the servers and
   the generator, so the figure is **work per server CPU-second**: delivered messages divided
@@ -32,14 +37,17 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import proc_cpu
+from benchmarks.report import Row, Scenario, markdown, scaling_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = str(Path(sys.executable).parent / "twistd")
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+POSTGRES = os.environ.get("CHATPROTO_BENCH_POSTGRES",
+                          "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = "redis://127.0.0.1:6379/0"
 FAST = ["--insecure-fast-hashing", "--argon2-memory-kib", "8", "--argon2-iterations", "1"]
 OPEN = ["--max-connections-per-ip", "30000", "--max-handshakes", "20000",
@@ -84,9 +92,9 @@ class Server:
     """``twistd chatserver`` on a fresh port (``--workers``: the pids of its workers)."""
 
     def __init__(self, workdir: Path, tag: str, uri: str, bus: str, key: Path,
-                 extra: list[str]) -> None:
+                 extra: list[str], logdir: Path | None = None) -> None:
         self.port = free_port()
-        self.log = workdir / f"{tag}.log"
+        self.log = (logdir or workdir) / f"scaling-{tag}.log"
         argv = [TWISTD, "-n", "--pidfile=", "chatserver", "--listen",
                 f"tcp:{self.port}:interface=127.0.0.1", "--database", uri, "--bus", bus,
                 "--identity", str(key), "--node-name", tag, *FAST, *OPEN, *extra]
@@ -165,77 +173,74 @@ def run_loadgen_mode(argv: list[str]) -> None:
     loadgen.main()
 
 
-def scenario_workers(workdir: Path, key: Path, workers: int, duration: float
-                     ) -> dict[str, Any]:
+#: ``record(name, result, round, loadavg)``: called with each round's result.
+Record = Callable[[str, dict[str, Any], int, list[float]], None]
+
+
+def identity(workdir: Path) -> Path:
+    """A server identity key shared by every node of the scenarios (one deployment)."""
+    from chatproto.server.identity import load_or_create_identity
+
+    key = workdir / "server.key"
+    load_or_create_identity(str(key))
+    return key
+
+
+def measure(record: Record, name: str, rnd: int, ports: list[int], pids: list[int],
+            params: dict[str, Any], prefix: str, placement: str) -> None:
+    """One load-generator round; an error is recorded as the round's result."""
+    load = list(os.getloadavg())  # the machine's state before the round
+    try:
+        res = loadgen(ports, pids, params, prefix, placement)
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        res = {"error": str(e)[:500]}
+    record(name, res, rnd, load)
+
+
+def scenario_workers(workdir: Path, key: Path, workers: int, duration: float, *,
+                     warmup: float = 2.0, pairs: int = 50, rounds: int = 1,
+                     logdir: Path | None = None, record: Record) -> None:
+    """``workers{N}-pipelined`` and ``workers{N}-one``: ``rounds`` rounds each against one
+    server with ``--workers N`` (N = 1: a plain process with ``--bus``)."""
     schema = Schema()
     bus = f"{REDIS}?prefix=bench-{uuid.uuid4().hex[:8]}:"
     extra = ["--workers", str(workers)] if workers > 1 else []
-    server = Server(workdir, f"w{workers}", schema.uri, bus, key, extra)
+    server = Server(workdir, f"w{workers}", schema.uri, bus, key, extra, logdir)
     try:
         server.wait(workers)
         pids = server.worker_pids()
-        out = {}
         for name, window in (("pipelined", 100), ("one", 1)):
-            params = {"pairs": 50, "window": window, "warmup": 2, "duration": duration}
-            out[name] = loadgen([server.port], pids, params, f"w{workers}{name[0]}", "spread")
-        return out
+            params = {"pairs": pairs, "window": window, "warmup": warmup, "duration": duration}
+            for rnd in range(rounds):
+                measure(record, f"workers{workers}-{name}", rnd, [server.port], pids, params,
+                        f"w{workers}{name[0]}{rnd}x", "spread")
     finally:
         server.stop()
         schema.drop()
 
 
-def scenario_placement(workdir: Path, key: Path, duration: float) -> dict[str, Any]:
+def scenario_placement(workdir: Path, key: Path, duration: float, *, warmup: float = 2.0,
+                       pairs: int = 50, rounds: int = 1, logdir: Path | None = None,
+                       record: Record) -> None:
+    """``same`` and ``cross``: two nodes, one in flight; both partners of a pair on node 1,
+    or on different nodes."""
     schema = Schema()
     bus = f"{REDIS}?prefix=bench-{uuid.uuid4().hex[:8]}:"
-    nodes = [Server(workdir, f"n{i}", schema.uri, bus, key, []) for i in (1, 2)]
+    nodes = [Server(workdir, f"n{i}", schema.uri, bus, key, [], logdir) for i in (1, 2)]
     try:
         for node in nodes:
             node.wait()
         pids = [n.proc.pid for n in nodes]
         ports = [n.port for n in nodes]
-        params = {"pairs": 50, "window": 1, "warmup": 2, "duration": duration}
-        return {placement: loadgen(ports, pids, params, f"p{placement[0]}", placement)
-                for placement in ("same", "cross")}
+        params = {"pairs": pairs, "window": 1, "warmup": warmup, "duration": duration}
+        for placement in ("same", "cross"):
+            for rnd in range(rounds):
+                measure(record, placement, rnd, ports, pids, params,
+                        f"p{placement[0]}{rnd}x", placement)
     finally:
         for node in nodes:
             node.stop()
         schema.drop()
-
-
-def summary(results: dict[str, Any]) -> list[str]:
-    def per_cpu(r: dict[str, Any]) -> float:
-        return float(r["delivered"] / r["server_cpu_s"]) if r.get("server_cpu_s") else 0.0
-
-    lines = ["| scenario | msgs/s | server CPU s | msgs per server CPU-s | p50 ms | p99 ms |",
-             "|---|---|---|---|---|---|"]
-    for key in ("workers1", "workers2"):
-        for mode in ("pipelined", "one"):
-            r = results[key][mode]
-            if "error" in r:
-                lines.append(f"| {key} {mode} | error: {r['error']} | | | | |")
-                continue
-            lines.append(f"| {key} {mode} | {r['msgs_per_s']:.0f} | {r['server_cpu_s']:.2f} | "
-                         f"{per_cpu(r):.0f} | {r['latency']['p50_ms']:.2f} | "
-                         f"{r['latency']['p99_ms']:.2f} |")
-    for placement in ("same", "cross"):
-        r = results["placement"][placement]
-        if "error" in r:
-            lines.append(f"| {placement}-node one | error: {r['error']} | | | | |")
-            continue
-        lines.append(f"| {placement}-node one (2 nodes) | {r['msgs_per_s']:.0f} | "
-                     f"{r['server_cpu_s']:.2f} | {per_cpu(r):.0f} | "
-                     f"{r['latency']['p50_ms']:.2f} | {r['latency']['p99_ms']:.2f} |")
-    for mode in ("pipelined", "one"):
-        one, two = results["workers1"][mode], results["workers2"][mode]
-        if per_cpu(one) and per_cpu(two):
-            lines.append(f"\nscaling efficiency ({mode}): two workers / one, per server "
-                         f"CPU-second = {per_cpu(two) / per_cpu(one):.2f} (target >= 0.85)")
-    same, cross = results["placement"]["same"], results["placement"]["cross"]
-    if "latency" in same and "latency" in cross and same["latency"]["p99_ms"]:
-        ratio = cross["latency"]["p99_ms"] / same["latency"]["p99_ms"]
-        lines.append(f"cross-node p99 / same-node p99 at 50 pairs one in flight = {ratio:.2f} "
-                     "(target <= 1.5)")
-    return lines
 
 
 def main(argv: list[str]) -> None:
@@ -244,24 +249,38 @@ def main(argv: list[str]) -> None:
         return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
+    results: dict[str, list[dict[str, Any]]] = {}
+
+    def record(name: str, res: dict[str, Any], rnd: int, load: list[float]) -> None:
+        results.setdefault(name, []).append({**res, "loadavg": load})
+        print(f"{name} round {rnd + 1}: "
+              + (f"error {res['error']}" if "error" in res else
+                 f"{res['msgs_per_s']:.0f} msgs/s, p99 {res['latency']['p99_ms']:.2f} ms, "
+                 f"server CPU {res.get('server_cpu_s', 0):.2f} s"), flush=True)
+
     with tempfile.TemporaryDirectory(prefix="chatproto-scaling-") as tmp:
         workdir = Path(tmp)
-        key = workdir / "server.key"
-        from chatproto.server.identity import load_or_create_identity
-
-        load_or_create_identity(str(key))
-        results = {
-            "workers1": scenario_workers(workdir, key, 1, args.duration),
-            "workers2": scenario_workers(workdir, key, 2, args.duration),
-            "placement": scenario_placement(workdir, key, args.duration),
-            "cpus": os.cpu_count(),
-        }
-    for line in summary(results):
-        print(line)
+        key = identity(workdir)
+        for workers in (1, 2):
+            scenario_workers(workdir, key, workers, args.duration, rounds=args.rounds,
+                             record=record)
+        scenario_placement(workdir, key, args.duration, rounds=args.rounds, record=record)
+    sc = Scenario("scaling", "scaling", "scaling", {}, targets=(), results=results)
+    rows = scaling_rows_of(sc)
+    print(markdown(rows, ["scenario", "figure", "2 workers / cross", "1 worker / same",
+                          "ratio", "target", "result"]))
     if args.out is not None:
-        args.out.write_text(json.dumps(results, indent=1))
+        args.out.write_text(json.dumps({"cpus": os.cpu_count(), "results": results,
+                                        "rows": [r.__dict__ for r in rows]}, indent=1))
+
+
+def scaling_rows_of(sc: Scenario) -> list[Row]:
+    rows: list[Row] = []
+    scaling_rows(rows, {sc.key: sc})
+    return rows
 
 
 if __name__ == "__main__":

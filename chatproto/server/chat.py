@@ -7,11 +7,10 @@ uploads) lives on the :class:`Connection`; every push to other users goes throug
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
 from chatproto.server.connection import Connection, RequestHandler
@@ -158,28 +157,23 @@ class ChatHandlers:
         return None if upload is None else self._image_complete(conn, upload)
 
     def _image_complete(self, conn: Connection, upload: ImageUpload) -> Deferred[Any]:
-        """All bytes are in: check the SHA-256 and the type, store, answer; the transfer keeps
-        its slot (and its req stays in use) until then."""
-        body = bytes(upload.data)
-        upload.data = bytearray()
+        """All bytes are in: check the type and store (the store checks the SHA-256 off the
+        reactor, BAD_IMAGE), answer; the transfer keeps its slot (and its req stays in use)
+        until then."""
+        body = upload.take_body()
         req = upload.chat.req
-        # Hashing megabytes happens off the reactor thread.
-        d: Deferred[bytes] = threads.deferToThread(lambda: hashlib.sha256(body).digest())
-
-        def verified(digest: bytes) -> Deferred[Any]:
-            mime = image_type(body[:SIGNATURE_BYTES])
-            if digest != upload.sha256 or mime is None:
-                raise RequestError(ErrorCode.BAD_IMAGE, "the image does not match its SHA-256")
-            return self._store_and_fan_out(conn, self._draft(conn, upload.chat, body, mime,
-                                                             digest), req)
+        mime = image_type(body[:SIGNATURE_BYTES])
+        if mime is None:
+            conn.uploads.finished(req)
+            raise RequestError(ErrorCode.BAD_IMAGE, "not a PNG, JPEG, GIF or WebP image")
+        d = self._store_and_fan_out(conn, self._draft(conn, upload.chat, body, mime,
+                                                      upload.sha256), req)
 
         def finished(result: object) -> object:
             conn.uploads.finished(req)
             return result
 
-        d.addCallback(verified)
-        d.addBoth(finished)
-        return d
+        return d.addBoth(finished)
 
     # --- acknowledgements, receipts, typing ----------------------------------------------------
 

@@ -24,5 +24,5 @@ class FeatureSettings:
     name_hold_ms: int = DEFAULT_NAME_HOLD_MS
     search_purge_interval_ms: int = DEFAULT_SEARCH_PURGE_INTERVAL_MS
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
-    #: Where file bodies go (None: beside the SQLite file; see storage.blobs).
+    #: Where file bodies go (None: beside the SQLite file; see storage.content_files).
     blob_dir: Path | None = None

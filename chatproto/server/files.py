@@ -1,12 +1,14 @@
 """Any file: FILE_OFFER (checked before any byte is accepted), FILE_CHUNK (written to a
 temporary file, hashed as it comes), and FILE_FETCH (bytes of a file message, from history
-as well). Bodies are content-addressed files (:mod:`chatproto.storage.blobs`); the message
-in the log carries only the FileInfo.
+as well). Bodies are content-addressed files (:mod:`chatproto.storage.content_files`, the
+store image bodies use too); the message in the log carries only the FileInfo.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, threads
@@ -22,23 +24,18 @@ from chatproto.server.feature_settings import (
 )
 from chatproto.server.refusals import RequestError, request_error
 from chatproto.storage import store as st
-from chatproto.storage.blobs import (
-    MEDIA_TYPE,
-    BlobStore,
-    BlobUpload,
-    default_blob_dir,
-    sanitise_file_name,
-)
+from chatproto.storage.content_files import ContentFiles, ContentUpload, default_file_directory
 from chatproto.wire import feature_messages as f
 from chatproto.wire import messages as m
 from chatproto.wire.errors import ErrorCode
+from chatproto.wire.file_names import MEDIA_TYPE, sanitise_file_name
 
 
 @dataclass
 class _Upload:
     offer: f.FileOffer
     info: f.FileInfo  # with the sanitised name
-    blob: BlobUpload
+    blob: ContentUpload
     next_index: int = 0
     finishing: bool = False
 
@@ -49,18 +46,20 @@ class FileHandlers:
     def __init__(self, chat: ChatHandlers, settings: FeatureSettings) -> None:
         self.chat = chat
         self.settings = settings
-        self._blobs: BlobStore | None = None
+        self._blobs: ContentFiles | None = None
         self.uploads: dict[Connection, dict[int, _Upload]] = {}
         self.dispatch = {f.FileOffer: self.offer, f.FileChunk: self.chunk,
                          f.FileFetch: self.fetch}
 
     @property
-    def blobs(self) -> BlobStore:
+    def blobs(self) -> ContentFiles:
         """Made on first use (the directory is created then)."""
         if self._blobs is None:
-            root = self.settings.blob_dir or default_blob_dir(self.chat.store.db)
-            self._blobs = BlobStore(root)
+            self._blobs = ContentFiles(self._root())
         return self._blobs
+
+    def _root(self) -> Path:
+        return self.settings.blob_dir or default_file_directory(self.chat.store.db.engine)
 
     def _drop_closed(self) -> None:
         """Discard the transfers of connections that have gone."""
@@ -180,18 +179,19 @@ class FileHandlers:
         if msg.offset > info.size:
             raise RequestError(ErrorCode.INVALID_REQUEST, "offset past the end of the file")
         try:
-            data = await threads.deferToThread(self.blobs.read, info.sha256, msg.offset,
-                                               msg.length)
-        except OSError:
+            data = await self.blobs.read(info.sha256, msg.offset, msg.length)
+        except (OSError, st.StoreError):
             raise RequestError(ErrorCode.UNKNOWN_MESSAGE,
                                "the file is no longer stored") from None
         conn.send(f.FileData(msg.req, msg.offset, data, info.size))
 
     def prune(self) -> Deferred[int]:
-        """Delete the stored files no archived message refers to any more."""
-        root = self.settings.blob_dir or default_blob_dir(self.chat.store.db)
-        if not root.exists():
+        """Delete the stored files no archived message refers to any more (a file written
+        since the list was read is kept: its message may not be committed yet)."""
+        if not self._root().exists():
             return defer.succeed(0)
+        started = time.time()
         d = self.chat.store.features.files.referenced_files()
-        return d.addCallback(lambda keep: threads.deferToThread(self.blobs.remove_unlisted, keep))
+        return d.addCallback(lambda keep: threads.deferToThread(self.blobs.remove_unlisted, keep,
+                                                                started))
 

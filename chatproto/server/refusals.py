@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.python.failure import Failure
 
 from chatproto.storage import store as st
+from chatproto.storage.content_files import ContentMismatch
 from chatproto.wire import messages as m
 from chatproto.wire.errors import ErrorCode
 
@@ -27,6 +28,7 @@ _STORE_ERRORS: tuple[tuple[type[st.StoreError], ErrorCode], ...] = (
     (st.NotAMember, ErrorCode.NOT_A_MEMBER),
     (st.NotAllowed, ErrorCode.NOT_ALLOWED),
     (st.UnknownMessage, ErrorCode.UNKNOWN_MESSAGE),
+    (ContentMismatch, ErrorCode.BAD_IMAGE),  # only images are stored whole and checked
 )
 
 

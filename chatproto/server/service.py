@@ -33,8 +33,8 @@ from chatproto.server.protocol import ChatServerFactory
 from chatproto.server.redis_router import PRESENCE_TTL, RedisRouter
 from chatproto.server.router import LocalRouter, Router
 from chatproto.server.web import WebSettings
+from chatproto.storage.content_files import ContentFiles, default_image_directory
 from chatproto.storage.database import Database
-from chatproto.storage.image_files import ImageFiles, default_image_directory
 from chatproto.storage.store import ChatStore
 from chatproto.wire import messages as m
 from chatproto.wire.handshake import SUPPORTED_VERSIONS
@@ -176,7 +176,7 @@ class ChatService(service.MultiService):
         self.hasher = hasher
         images = (Path(image_dir) if image_dir
                   else default_image_directory(database.engine, os.environ))
-        files = None if images is None else ImageFiles(images)
+        files = None if images is None else ContentFiles(images)
         #: The router of a node among several (None: this process serves everybody).
         self.cluster = (RedisRouter(reactor, bus, node, database, presence_ttl=presence_ttl)
                         if bus is not None

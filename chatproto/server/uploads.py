@@ -1,5 +1,8 @@
 """Images arriving in chunks on one connection: ``Chat`` (the first chunk), then ImageChunks.
 
+The chunks are kept as they arrived and joined once, when the last one is in (an image of
+one chunk is never copied); its SHA-256 is checked where it is stored, off the reactor.
+
 A transfer occupies one of the connection's :data:`MAX_TRANSFERS` slots from its Chat until
 the server has answered it (SendAck or Error after the last chunk). A transfer refused at
 once (IMAGE_TOO_LARGE, or BAD_IMAGE before its end) does not occupy a slot: its remaining
@@ -29,13 +32,19 @@ class ImageUpload:
     chat: m.Chat
     total: int
     sha256: bytes
-    data: bytearray = field(default_factory=bytearray)
+    #: The chunks received, in order (dropped when the transfer is refused).
+    chunks: list[bytes] = field(default_factory=list)
     next_index: int = 1
     received: int = 0
 
     @property
     def complete(self) -> bool:
         return self.received >= self.total
+
+    def take_body(self) -> bytes:
+        """The image's bytes (the chunks joined; one chunk as it is), once."""
+        chunks, self.chunks = self.chunks, []
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class ImageUploads:
@@ -73,7 +82,7 @@ class ImageUploads:
                          f"images are at most {self.max_image_bytes} bytes")
         if len(msg.body) > image.total_size or image_type(msg.body[:SIGNATURE_BYTES]) is None:
             self._refuse(upload, ErrorCode.BAD_IMAGE, "not a PNG, JPEG, GIF or WebP image")
-        upload.data += msg.body
+        upload.chunks.append(msg.body)
         self.active[msg.req] = upload
         return upload if upload.complete else None
 
@@ -96,7 +105,7 @@ class ImageUploads:
             self._refuse(upload, ErrorCode.BAD_IMAGE,
                          "image chunks out of order or beyond the announced size")
         upload.next_index += 1
-        upload.data += msg.data
+        upload.chunks.append(msg.data)
         return upload if upload.complete else None
 
     def finished(self, req: int) -> None:
@@ -105,7 +114,7 @@ class ImageUploads:
 
     def _refuse(self, upload: ImageUpload, code: ErrorCode, reason: str) -> None:
         """Refuse at once; the remaining chunks (if any) are dropped as they arrive."""
-        upload.data = bytearray()
+        upload.chunks = []
         if not upload.complete:
             if len(self.draining) >= MAX_DRAINING:
                 del self.draining[next(iter(self.draining))]

@@ -1,6 +1,6 @@
 """File messages in the database: which file a user may fetch (the bytes are in the
-content-addressed :class:`~chatproto.storage.blobs.BlobStore`), and which files the archive
-still refers to."""
+content-addressed :class:`~chatproto.storage.content_files.ContentFiles`), and which stored
+bodies the archive still refers to."""
 
 from __future__ import annotations
 
@@ -53,11 +53,13 @@ class FileStore:
         return self.db.run_interaction("file_info", txn_fn)
 
     def referenced_files(self) -> Deferred[set[bytes]]:
-        """The SHA-256 of every file some archived message refers to."""
+        """The SHA-256 of every file some archived message refers to, and of every image kept
+        as a file (the file and image directories may be one)."""
 
         def txn_fn(txn: Transaction) -> set[bytes]:
-            txn.execute("SELECT DISTINCT sha256 FROM messages WHERE content_type = ?"
-                        " AND sha256 IS NOT NULL", (FILE,))
+            txn.execute("SELECT sha256 FROM messages WHERE content_type = ?"
+                        " AND sha256 IS NOT NULL UNION"
+                        " SELECT file_sha256 FROM messages WHERE file_sha256 IS NOT NULL", (FILE,))
             return {bytes(row[0]) for row in txn.fetchall()}
 
         return self.db.run_interaction("referenced_files", txn_fn)

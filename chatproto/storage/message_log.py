@@ -10,17 +10,18 @@ so concurrent senders cannot deadlock.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from twisted.internet import threads
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 from chatproto.storage import acknowledgements, append_batch
+from chatproto.storage.content_files import ContentFiles, ContentMismatch, RecentBodies
 from chatproto.storage.database import Database, GroupCommitter, Transaction
 from chatproto.storage.errors import StoreError
-from chatproto.storage.image_files import ImageFiles
 from chatproto.storage.lookups import (
     direct_key,
     direct_to,
@@ -39,6 +40,7 @@ from chatproto.storage.records import (
     LogEntry,
     SyncPosition,
 )
+from chatproto.wire.feature_messages import FILE
 from chatproto.wire.messages import ContentType, GroupEvent, encode_record
 
 #: A message's body, except for images (whose bodies are fetched one at a time).
@@ -49,31 +51,46 @@ class MessageLogStore:
     """Appends and reads of the message log, and the device cursors over it."""
 
     def __init__(self, db: Database, writes: GroupCommitter,
-                 files: ImageFiles | None = None) -> None:
+                 files: ContentFiles | None = None) -> None:
         self.db = db
         self.writes = writes
         #: Where image bodies go (None: in the messages table, as before migration 005).
         self.files = files
+        #: The bodies of the images stored last, for deliveries that fall back to the log.
+        self.recent = RecentBodies()
 
     def append_message(self, draft: Draft) -> Deferred[Appended]:
         """Store a chat message and append it to every member's log (one transaction).
 
-        An image's body is first written to its file and synced (off the reactor), so the
-        commit, and the SendAck after it, follow the bytes reaching the disk.
+        An image's body is first checked against its SHA-256 (ContentMismatch) and written
+        to its file and synced (off the reactor, batched with the images stored meanwhile),
+        so the commit, and the SendAck after it, follow the bytes reaching the disk.
         A message whose (sender, client_msg_id) is already stored is not stored again: the
         original's sequence number comes back with ``duplicate`` set. UnknownUsers,
         UnknownGroup, NotAMember.
         """
-        files = self.files
-        if files is None or draft.content_type != ContentType.IMAGE:
+        if draft.content_type != ContentType.IMAGE:
             return self.writes.submit(append_batch.append_message, draft)
-        d = files.store(draft.body)
+        files, body = self.files, draft.body
+        if files is None:
+            checked = threads.deferToThread(_checked, body, draft.sha256)
+
+            def in_row(_: object) -> Deferred[Appended]:
+                return self.writes.submit(append_batch.append_message, draft)
+
+            return checked.addCallback(in_row).addCallback(self._keep_body, body)
 
         def written(digest: bytes) -> Deferred[Appended]:
             return self.writes.submit(append_batch.append_message, replace(
-                draft, body=b"", file_sha256=digest, file_size=len(draft.body)))
+                draft, body=b"", file_sha256=digest, file_size=len(body)))
 
-        return d.addCallback(written)
+        d = files.store(body, draft.sha256)
+        return d.addCallback(written).addCallback(self._keep_body, body)
+
+    def _keep_body(self, appended: Appended, body: bytes) -> Appended:
+        if not appended.duplicate:  # a duplicate's stored body is the original's
+            self.recent.put(appended.message_id, body)
+        return appended
 
     def read_log(self, user: str, after_seq: int, limit: int) -> Deferred[list[LogEntry]]:
         """The user's deliveries after ``after_seq``, in order (image bodies left out)."""
@@ -95,7 +112,10 @@ class MessageLogStore:
 
     def message_body(self, message_id: int) -> Deferred[bytes]:
         """One message's body (used for images, which log pages and history leave out):
-        from its file when it has one."""
+        from memory if it was stored lately, else from its file when it has one."""
+        recent = self.recent.get(message_id)
+        if recent is not None:
+            return succeed(recent)
 
         def txn_fn(txn: Transaction) -> tuple[bytes, bytes | None]:
             txn.execute("SELECT body, file_sha256 FROM messages WHERE id = ?", (message_id,))
@@ -195,9 +215,14 @@ class MessageLogStore:
             files = sorted({bytes(f) for (f,) in rows if f is not None})
             kept = {bytes(f) for (f,) in select_in(
                 txn, "SELECT file_sha256 FROM messages WHERE file_sha256 IN", files)}
+            # A file message with the same bytes keeps them too (one directory may hold both).
+            kept.update(bytes(f) for (f,) in select_in(
+                txn, "SELECT sha256 FROM messages WHERE content_type = ? AND sha256 IN", files,
+                leading=(FILE,)))
             return len(rows), [f for f in files if f not in kept]
 
         async def prune() -> int:
+            self.recent.clear()  # no body of a deleted message stays in memory
             total = 0
             while True:  # in chunks, so writers are not held up for long
                 deleted, orphans = await self.db.run_interaction("prune_archive", txn_fn)
@@ -258,6 +283,12 @@ def append_group_event(txn: Transaction, group_id: int, actor_id: int, event: Gr
                      body, None, None, len(body), message_id)
     return Appended(message_id, group_id, conv_seq, now_ms, False, entry,
                     tuple((name, seq) for _, name, seq in logged))
+
+
+def _checked(body: bytes, sha256: bytes | None) -> None:
+    """ContentMismatch unless ``body`` is the bytes ``sha256`` names (call in a thread)."""
+    if sha256 is None or hashlib.sha256(body).digest() != sha256:
+        raise ContentMismatch("the image does not match its SHA-256")
 
 
 def _log_entry(row: Sequence[Any]) -> LogEntry:

@@ -39,7 +39,7 @@ class Draft:
     mime: str | None
     sha256: bytes | None
     now_ms: int
-    #: For an image kept as a file (:mod:`image_files`): its SHA-256 and size (``body`` empty).
+    #: For an image kept as a file (:mod:`content_files`): its SHA-256 and size (``body`` empty).
     file_sha256: bytes | None = None
     file_size: int = 0
 

@@ -10,6 +10,7 @@ the group committer); the records and refusals they use are re-exported here.
 
 from __future__ import annotations
 
+from chatproto.storage.content_files import ContentFiles
 from chatproto.storage.conversations import ConversationStore
 from chatproto.storage.database import Database, GroupCommitter
 from chatproto.storage.errors import (
@@ -22,7 +23,6 @@ from chatproto.storage.errors import (
     UnknownUsers,
 )
 from chatproto.storage.feature_stores import FeatureStores
-from chatproto.storage.image_files import ImageFiles
 from chatproto.storage.message_log import MessageLogStore
 from chatproto.storage.records import (
     Appended,
@@ -59,7 +59,7 @@ class ChatStore:
     """
 
     def __init__(self, db: Database, *, max_batch: int = 256,
-                 files: ImageFiles | None = None) -> None:
+                 files: ContentFiles | None = None) -> None:
         self.db = db
         self.writes = GroupCommitter(db, max_batch=max_batch, isolated=(StoreError,))
         self.users = users = UserStore(db)

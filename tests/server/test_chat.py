@@ -311,6 +311,24 @@ async def test_oversize_and_non_images_get_clear_errors(loopback: Loopback) -> N
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_image_that_does_not_match_its_sha256_is_refused(loopback: Loopback) -> None:
+    """The store checks an image against its announced SHA-256 (off the reactor): a mismatch
+    is Error(req, BAD_IMAGE) naming the SHA-256, nothing is stored, and the transfer's slot
+    and req are free again."""
+    alice, bob = await users(loopback, "alice", "bob")
+    protocol = alice.client._session_protocol()
+    image = png(3000)
+    for _ in range(2):  # the same req again: the first transfer's slot was freed
+        protocol.send(m.Chat(7002, os.urandom(16), 0, "bob", None, m.ContentType.IMAGE, image,
+                             m.ImageInfo(len(image), hashlib.sha256(b"other").digest(), None)))
+        code, reason = await alice.rec.errors.get()
+        assert code == ErrorCode.BAD_IMAGE and "SHA-256" in reason
+    text = await alice.client.send_text("bob", "still connected")
+    assert (await bob.rec.next_chat()).body == b"still connected"
+    assert text.conv_seq == 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_history_pages_at_the_edges(loopback: Loopback) -> None:
     """History pages go newest first, before a sequence number, and has_more is exact at
     page boundaries."""

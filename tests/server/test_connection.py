@@ -180,13 +180,13 @@ def test_reusing_the_req_of_a_running_transfer(harness: ChatHarness,
     """An image Chat reusing the req of a transfer in progress gets Error(req, 306, "that
     request number is in use") and the running transfer goes on; that holds until the
     running one is answered, even after its last chunk (while it is checked and stored)."""
-    checking: list[Deferred[bytes]] = []
+    checking: list[Deferred[Any]] = []
 
-    def defer_to_thread(fn: Any) -> Deferred[bytes]:
+    def append_message(draft: Any) -> Deferred[Any]:
         checking.append(Deferred())
         return checking[-1]
 
-    monkeypatch.setattr("chatproto.server.chat.threads.deferToThread", defer_to_thread)
+    monkeypatch.setattr(harness.store, "append_message", append_message, raising=False)
     alice = signed_in(harness, "alice")
     assert send(alice, image_chat(1, 20, PNG)) == []
     items = send(alice, image_chat(1, 20, PNG))

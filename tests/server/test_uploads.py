@@ -33,10 +33,19 @@ def test_chunks_complete_an_upload_in_order() -> None:
     uploads = ImageUploads(1000)
     assert uploads.start(chat(1, 12)) is None
     upload = uploads.chunk(m.ImageChunk(1, 1, b"abcd"))
-    assert upload is not None and bytes(upload.data) == PNG + b"abcd"
+    assert upload is not None and upload.take_body() == PNG + b"abcd"
     assert list(uploads.active) == [1]  # until it is answered
     uploads.finished(1)
     assert uploads.active == {}
+
+
+def test_an_image_in_one_chunk_is_not_copied() -> None:
+    """An image whose first chunk is all of it comes back as that very bytes object; the
+    chunks are given up once taken."""
+    msg = chat(1, len(PNG) + 60, PNG + b"z" * 60)
+    upload = ImageUploads(1000).start(msg)
+    assert upload is not None and upload.take_body() is msg.body
+    assert upload.chunks == []
 
 
 def test_only_the_newest_refused_transfers_are_drained() -> None:
