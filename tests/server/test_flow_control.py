@@ -264,8 +264,8 @@ def test_reading_resumes_with_the_frames_already_received() -> None:
 # --- writing: a client that does not read --------------------------------------------------
 
 
-def sync_bob(h: FlowHarness) -> BufferedConn:
-    bob = h.signed_in("bob", "10.0.0.2")
+def sync_bob(h: FlowHarness, name: str = "bob", ip: str = "10.0.0.2") -> BufferedConn:
+    bob = h.signed_in(name, ip)
     bob.deliver(frames(bob, [m.Sync(1, None)]))
     items = bob.receive()
     assert any(isinstance(x, m.SyncDone) for x in items), items
@@ -391,6 +391,33 @@ def test_close_while_the_buffer_is_full_aborts() -> None:
     assert bob.proto.write_paused
     bob.proto.fail(ErrorCode.SERVER_BUSY, "the server is shutting down")
     assert bob.transport.aborted and bob.transport.value() == b""
+
+
+def test_closed_connection_whose_peer_reads_nothing_is_aborted_after_the_deadline() -> None:
+    """A ping timeout closes a reader whose buffer is below the mark (nothing paused, no stall
+    deadline running): loseConnection would wait for the peer to read the Ping and the error
+    frame, for ever. The transport is aborted write_stall_timeout later, its buffer released;
+    a transport that does close in time cancels that deadline."""
+    h = FlowHarness(ping_interval=30.0, ping_timeout=10.0, write_stall_timeout=60.0,
+                    message_rate=0)
+    h.store.hold = False
+    bob = sync_bob(h)
+    carol = sync_bob(h, "carol", "10.0.0.3")
+    h.clock.advance(30.0)  # Ping to both
+    assert any(isinstance(x, m.Ping) for x in carol.receive())
+    carol.deliver(frames(carol, [m.Quit(2)]))
+    assert carol.transport.disconnecting
+    carol.drop()  # carol's transport closes at once
+    h.clock.advance(10.0)  # bob: no Pong
+    assert bob.transport.disconnecting and not bob.transport.aborted
+    assert not bob.proto.write_paused and bob.transport.value()  # unread, below the mark
+    h.clock.advance(59.0)
+    assert not bob.transport.aborted
+    h.clock.advance(1.0)
+    assert bob.transport.aborted and bob.transport.value() == b""
+    assert h.server.stats.errors["WRITE_STALLED"] == 1
+    bob.drop()
+    assert h.clock.getDelayedCalls() == []
 
 
 # --- the message rate limit --------------------------------------------------------------------
