@@ -51,9 +51,9 @@ log = Logger()
 
 
 def _pauses_producers(transport: Any) -> bool:
-    """Whether the write-side flow control applies: TCP and TLS transports (consumers) pause
-    a registered producer at their high-water mark. The web listener's stream transport is
-    left out: its own closes (1003, 1009) would wait for the producer to be unregistered."""
+    """Whether the write-side flow control applies: TCP and TLS transports, and the web
+    listener's stream transport over either (consumers), pause a registered producer at their
+    high-water mark."""
     return IConsumer.providedBy(transport) or isinstance(transport, TLSMemoryBIOProtocol)
 
 

@@ -18,6 +18,7 @@ from twisted.internet.testing import StringTransport
 
 from chatproto.server.connection import Connection
 from chatproto.server.limits import TokenBucket
+from chatproto.server.web import MAX_PENDING_BYTES, StreamOverWebSocket
 from chatproto.storage import store as st
 from chatproto.wire import messages as m
 from chatproto.wire.errors import ErrorCode
@@ -168,6 +169,63 @@ class FlowHarness(ChatHarness):
         conn.login(name)
         conn.receive()
         return conn
+
+
+class ChannelProducer:
+    """The HTTP channel, registered as the connection's producer before the upgrade."""
+
+    def pauseProducing(self) -> None: ...
+    def resumeProducing(self) -> None: ...
+    def stopProducing(self) -> None: ...
+
+
+class BufferedWebSocket:
+    """The WebSocket of a web connection over a :class:`BufferedTransport` (the TCP connection
+    underneath); messages are written unframed, so the peer reads the chat stream as on TCP."""
+
+    def __init__(self, transport: BufferedTransport) -> None:
+        self.transport = transport
+        self.closed: list[int] = []
+
+    def sendBytesMessage(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def loseConnection(self, code: int = 1000) -> None:
+        self.closed.append(code)
+        self.transport.loseConnection()
+
+    def attachProducer(self, producer: Any) -> None:
+        self.transport.registerProducer(producer, True)
+
+    def detachProducer(self) -> None:
+        self.transport.unregisterProducer()
+
+
+class WebConn(BufferedConn):
+    """A signed-in connection of the web listener: the chat adapter over the WebSocket."""
+
+    def __init__(self, web: StreamOverWebSocket, websocket: BufferedWebSocket) -> None:
+        super().__init__(web.stream, websocket.transport)
+        self.web = web
+        self.websocket = websocket
+
+
+def web_signed_in(h: FlowHarness, name: str, ip: str = "10.0.0.4") -> WebConn:
+    if name not in h.store.users:
+        h.add_user(name)
+    addr = IPv4Address("TCP", ip, 40000)
+    transport = BufferedTransport(peerAddress=addr)
+    transport.registerProducer(ChannelProducer(), True)
+    websocket = BufferedWebSocket(transport)
+    web = StreamOverWebSocket(h.factory.buildProtocol(addr), addr, addr)
+    web.negotiationStarted(websocket)  # type: ignore[arg-type]
+    web.negotiationFinished()
+    conn = WebConn(web, websocket)
+    conn.login(name)
+    conn.receive()
+    conn.deliver(frames(conn, [m.Sync(1, None)]))
+    assert any(isinstance(x, m.SyncDone) for x in conn.receive())
+    return conn
 
 
 def chat(req: int, to: str, body: bytes = b"hello") -> m.Chat:
@@ -418,6 +476,69 @@ def test_closed_connection_whose_peer_reads_nothing_is_aborted_after_the_deadlin
     assert h.server.stats.errors["WRITE_STALLED"] == 1
     bob.drop()
     assert h.clock.getDelayedCalls() == []
+
+
+def test_web_reader_that_never_reads_holds_a_bounded_buffer_then_is_aborted() -> None:
+    """The same over the web listener: the chat adapter replaces the HTTP channel as the
+    producer of the connection underneath the WebSocket, live deliveries stop at its
+    high-water mark, and the write-stall deadline aborts that connection (not only the
+    WebSocket: a Close frame would wait behind the unread buffer)."""
+    h = FlowHarness(write_stall_timeout=60.0, message_rate=0)
+    h.store.hold = False
+    bob = web_signed_in(h, "bob")
+    assert bob.transport.producer is bob.proto
+    alice = h.signed_in("alice")
+    body = b"x" * 1024
+    for start in range(0, 2000, 100):
+        send_all(alice, [chat(i, "bob", body) for i in range(start + 1, start + 101)])
+        alice.receive()
+        assert len(bob.transport.value()) <= HIGH_WATER + 2 * len(body)
+    assert bob.proto.write_paused
+    assert bob.connection.stream.sent_seq < 100  # the other 1,900 wait in the log
+    h.clock.advance(59.0)
+    assert not bob.transport.aborted
+    h.clock.advance(1.0)
+    assert bob.transport.aborted and bob.transport.value() == b""
+    assert bob.transport.producer is None
+    assert h.server.stats.errors["WRITE_STALLED"] == 1
+
+
+def test_web_slow_reader_gets_everything_from_the_log() -> None:
+    """A web reader that reads slowly gets every message once and in order."""
+    h = FlowHarness(write_stall_timeout=60.0, message_rate=0)
+    h.store.hold = False
+    bob = web_signed_in(h, "bob")
+    alice = h.signed_in("alice")
+    send_all(alice, [chat(i, "bob", b"y" * 2048) for i in range(1, 301)])
+    alice.receive()
+    seqs: list[int] = []
+    while got := [x.user_seq for x in bob.receive() if isinstance(x, m.Deliver)]:
+        seqs += got
+    assert seqs == list(range(1, 301))
+    assert not bob.transport.aborted
+
+
+def test_web_closes_detach_the_producer_first() -> None:
+    """A connection underneath closes only once a paused (TCP) or any (TLS) producer is gone:
+    the web listener's own closes (1009 here) and a peer's Close frame, which Twisted's
+    WebSocket answers by closing the connection itself, detach the chat adapter first."""
+    h = FlowHarness(message_rate=0)
+    h.store.hold = False
+    bob = web_signed_in(h, "bob")
+    alice = h.signed_in("alice")
+    alice.deliver(frames(alice, [chat(i, "bob", b"u" * 60_000) for i in range(1, 3)]))
+    assert bob.proto.write_paused and bob.transport.producer is bob.proto
+    receive = bob.web.bound_receiver(lambda data: None)
+    receive(b"\x00" * (MAX_PENDING_BYTES + 1))
+    assert bob.websocket.closed == [1009] and bob.transport.disconnecting
+    assert bob.transport.producer is None
+
+    carol = web_signed_in(h, "carol", "10.0.0.5")
+    assert carol.transport.producer is carol.proto
+    close_frame = carol.web.bound_receiver(lambda data: carol.transport.loseConnection())
+    close_frame(b"\x88\x80")
+    assert carol.transport.disconnecting and carol.transport.producer is None
+    assert carol.websocket.closed == []  # Twisted's WebSocket answered the Close itself
 
 
 # --- the message rate limit --------------------------------------------------------------------
