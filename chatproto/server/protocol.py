@@ -142,6 +142,7 @@ class ChatServerProtocol(Protocol):
         for call in (self._deadline, self._idle):
             if call is not None and call.active():
                 call.cancel()
+        self._deadline = self._idle = None  # a signed-in connection keeps no dead timers
 
     # --- IPushProducer: the transport's write buffer -----------------------------------------
 
