@@ -195,15 +195,22 @@ class WebSocketStreamTransport:
         connection = self._connection
         if connection is not None:
             # The HTTP channel registered itself for its responses; it has none to give now.
-            channel: Any = IConsumer(connection)
-            channel.unregisterProducer()
-        self._websocket.attachProducer(producer)
+            # (Called on the connection itself: a TLSMemoryBIOProtocol does not always adapt
+            # to IConsumer, as the WebSocket's attachProducer would need.)
+            connection.unregisterProducer()
+            connection.registerProducer(producer, True)
+        else:
+            self._websocket.attachProducer(producer)
         self._producer = producer
 
     def unregisterProducer(self) -> None:
         if self._producer is not None:
             self._producer = None
-            self._websocket.detachProducer()
+            connection = self._connection
+            if connection is not None:
+                connection.unregisterProducer()
+            else:
+                self._websocket.detachProducer()
 
     # The transport is also a push producer: the protocol may pause reading from the browser.
     def pauseProducing(self) -> None:
