@@ -121,6 +121,10 @@ class Services(TypingProtocol):
         ...
 
 
+#: ``in_flight`` of a connection with no request waiting (an idle connection holds no set).
+NO_REQUESTS: frozenset[Deferred[Any]] = frozenset()
+
+
 class State(enum.Enum):
     HANDSHAKE = 1  # credentials, then the test message
     SESSION = 2  # signed in
@@ -146,7 +150,8 @@ class Connection:
         self.name = ""
         self.device_id = b""
         self.session_id = b""
-        self.in_flight: set[Deferred[Any]] = set()
+        #: The requests waiting for an answer: a set while there are any, else NO_REQUESTS.
+        self.in_flight: set[Deferred[Any]] | frozenset[Deferred[Any]] = NO_REQUESTS
         self.stream = DeliveryStream(self, services.store, services.stats)
         #: The router tells the stream directly that the user's log advanced.
         self.log_advanced: Callable[[int, LogEntry | None, bytes | None], None] = (
@@ -166,8 +171,8 @@ class Connection:
         self._reading_held = False
         #: The transport's write buffer is above its high-water mark: no live deliveries.
         self.write_blocked = False
-        self._messages = TokenBucket(limits.message_rate, limits.message_burst,
-                                     services.clock.seconds)
+        #: The Chat rate limit's bucket, made by the first Chat (it starts full either way).
+        self._messages: TokenBucket | None = None
 
     @property
     def ip(self) -> str:
@@ -249,7 +254,12 @@ class Connection:
             self._other_message(msg)
             return
         if type(msg) is m.Chat:
-            wait = self._messages.take()
+            bucket = self._messages
+            if bucket is None:
+                limits = self.services.limits
+                bucket = self._messages = TokenBucket(
+                    limits.message_rate, limits.message_burst, self.services.clock.seconds)
+            wait = bucket.take()
             if wait:
                 self.send(m.Error(msg.req, int(ErrorCode.RATE_LIMITED),
                                   f"too many messages: retry after {math.ceil(wait * 1000)} ms",
@@ -260,6 +270,8 @@ class Connection:
         d.addErrback(self._request_failed, req if req < 2**32 else 0)
         if not d.called:
             in_flight = self.in_flight
+            if not isinstance(in_flight, set):
+                in_flight = self.in_flight = set()
             in_flight.add(d)
             d.addBoth(self._request_done, d)
             if len(in_flight) >= self._max_in_flight and not self._reading_held:
@@ -284,7 +296,10 @@ class Connection:
 
     def _request_done(self, result: object, d: Deferred[Any]) -> object:
         in_flight = self.in_flight
-        in_flight.discard(d)
+        if isinstance(in_flight, set):
+            in_flight.discard(d)
+            if not in_flight:
+                self.in_flight = NO_REQUESTS  # an idle connection keeps no empty set
         if self._reading_held and len(in_flight) < self._max_in_flight:
             self._reading_held = False
             self.link.resume_reading()

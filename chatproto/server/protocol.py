@@ -11,7 +11,10 @@ When the transport's write buffer passes its high-water mark it calls :meth:`pau
 the connection stops pushing deliveries (its stream reads the log again once
 :meth:`resumeProducing` says the buffer drained), bytes still written meanwhile are counted
 against ``max_write_backlog``, and a buffer still above the mark after ``write_stall_timeout``
-aborts the connection, releasing its buffers. On the read side the connection asks the adapter
+aborts the connection, releasing its buffers. A connection the server closes is aborted if its
+transport has not closed within ``write_stall_timeout`` either (``loseConnection`` waits for the
+peer to read what is still buffered, and a peer that reads nothing would hold it forever). On
+the read side the connection asks the adapter
 to stop reading (:meth:`pause_reading`) while too many of its requests wait for an answer;
 frames already received stay undecoded in the session's buffer until it reads again.
 """
@@ -48,9 +51,9 @@ log = Logger()
 
 
 def _pauses_producers(transport: Any) -> bool:
-    """Whether the write-side flow control applies: TCP and TLS transports (consumers) pause
-    a registered producer at their high-water mark. The web listener's stream transport is
-    left out: its own closes (1003, 1009) would wait for the producer to be unregistered."""
+    """Whether the write-side flow control applies: TCP and TLS transports, and the web
+    listener's stream transport over either (consumers), pause a registered producer at their
+    high-water mark."""
     return IConsumer.providedBy(transport) or isinstance(transport, TLSMemoryBIOProtocol)
 
 
@@ -94,6 +97,8 @@ class ChatServerProtocol(Protocol):
         #: Bytes written since the transport paused us.
         self.write_backlog = 0
         self._stall: Any = None
+        #: Aborts a transport that has not closed ``write_stall_timeout`` after close().
+        self._closing: Any = None
         #: The connection asked us to stop reading (too many requests in flight).
         self.reading_paused = False
         self._dispatching = False
@@ -127,6 +132,9 @@ class ChatServerProtocol(Protocol):
         if self._stall is not None and self._stall.active():
             self._stall.cancel()
         self._stall = None
+        if self._closing is not None and self._closing.active():
+            self._closing.cancel()
+        self._closing = None
         if self.conn is not None:
             self.conn.connection_lost()
 
@@ -134,6 +142,7 @@ class ChatServerProtocol(Protocol):
         for call in (self._deadline, self._idle):
             if call is not None and call.active():
                 call.cancel()
+        self._deadline = self._idle = None  # a signed-in connection keeps no dead timers
 
     # --- IPushProducer: the transport's write buffer -----------------------------------------
 
@@ -342,6 +351,16 @@ class ChatServerProtocol(Protocol):
             self._producer_registered = False
             self.transport.unregisterProducer()
         self.transport.loseConnection()
+        if self._closing is None and not getattr(self.transport, "disconnected", False):
+            # loseConnection waits until the peer has read what is buffered (in the process
+            # below the mark, or only in the kernel): a peer that reads nothing would keep the
+            # connection and its buffers for ever.
+            self._closing = self.server.clock.callLater(
+                self.server.limits.write_stall_timeout, self._close_stalled)
+
+    def _close_stalled(self) -> None:
+        self._closing = None
+        self.abort(f"not closed {self.server.limits.write_stall_timeout:g} s after close")
 
     def accept_credentials(self, register: bool) -> None:
         hs = self.handshake

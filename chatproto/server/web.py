@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -118,21 +118,39 @@ def origin_allowed(request: Request, allowed_origins: Sequence[str]) -> bool:
     return parts.scheme == expected_scheme and parts.netloc == host.strip().lower()
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IConsumer)
 class WebSocketStreamTransport:
     """A byte-stream transport over a WebSocket, for a protocol written for TCP.
 
-    ``write`` sends one binary message, ``loseConnection`` closes the WebSocket (1000);
-    producers are attached to the WebSocket's own transport, so a slow browser pauses the
-    writer as a slow TCP peer would.
+    ``write`` sends one binary message, ``loseConnection`` closes the WebSocket (1000),
+    ``abortConnection`` aborts the connection underneath. A producer registered here (the chat
+    adapter, for the write-side flow control) is attached to the connection underneath (TCP or
+    TLS) in place of the HTTP channel, which produces nothing once the connection is a
+    WebSocket: a slow browser pauses the writer as a slow TCP peer would. A TCP or TLS
+    transport closes only once a paused (TCP) or any (TLS) producer is gone, so every close
+    detaches it first: ours, and the one a peer's Close frame starts (:meth:`check_closing`).
     """
-
-    disconnecting = False
 
     def __init__(self, websocket: WebSocketTransport, peer: Any, host: Any) -> None:
         self._websocket = websocket
         self._peer = peer
         self._host = host
+        self._closing = False
+        self._producer: IPushProducer | None = None
+
+    @property
+    def _connection(self) -> Any:
+        """The TCP or TLS transport the WebSocket runs over (None in tests without one)."""
+        return getattr(self._websocket, "transport", None)
+
+    @property
+    def disconnecting(self) -> bool:
+        connection = self._connection
+        return self._closing or bool(getattr(connection, "disconnecting", False))
+
+    @disconnecting.setter
+    def disconnecting(self, value: bool) -> None:
+        self._closing = value
 
     def write(self, data: bytes) -> None:
         if data and not self.disconnecting:
@@ -141,13 +159,31 @@ class WebSocketStreamTransport:
     def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))
 
+    def close(self, code: int) -> None:
+        """Close the WebSocket with ``code`` (the producer detached first)."""
+        if not self._closing:
+            self._closing = True
+            self.unregisterProducer()
+            self._websocket.loseConnection(code)
+
     def loseConnection(self) -> None:
-        if not self.disconnecting:
-            self.disconnecting = True
-            self._websocket.loseConnection(1000)
+        self.close(1000)
 
     def abortConnection(self) -> None:
-        self.loseConnection()
+        """Drop the connection and what it still buffers (a peer that reads nothing)."""
+        self._closing = True
+        self.unregisterProducer()
+        connection = self._connection
+        if connection is not None:
+            connection.abortConnection()
+        else:
+            self._websocket.loseConnection(1000)
+
+    def check_closing(self) -> None:
+        """After received bytes were handled: if they closed the connection (the peer's Close
+        frame), detach the producer, so that the connection can close."""
+        if self._producer is not None and getattr(self._connection, "disconnecting", False):
+            self.unregisterProducer()
 
     def getPeer(self) -> Any:
         return self._peer
@@ -156,19 +192,34 @@ class WebSocketStreamTransport:
         return self._host
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
-        self._websocket.attachProducer(producer)
+        connection = self._connection
+        if connection is not None:
+            # The HTTP channel registered itself for its responses; it has none to give now.
+            # (Called on the connection itself: a TLSMemoryBIOProtocol does not always adapt
+            # to IConsumer, as the WebSocket's attachProducer would need.)
+            connection.unregisterProducer()
+            connection.registerProducer(producer, True)
+        else:
+            self._websocket.attachProducer(producer)
+        self._producer = producer
 
     def unregisterProducer(self) -> None:
-        self._websocket.detachProducer()
+        if self._producer is not None:
+            self._producer = None
+            connection = self._connection
+            if connection is not None:
+                connection.unregisterProducer()
+            else:
+                self._websocket.detachProducer()
 
     # The transport is also a push producer: the protocol may pause reading from the browser.
     def pauseProducing(self) -> None:
-        producer = getattr(self._websocket, "transport", None)
+        producer = self._connection
         if producer is not None:
             producer.pauseProducing()
 
     def resumeProducing(self) -> None:
-        producer = getattr(self._websocket, "transport", None)
+        producer = self._connection
         if producer is not None:
             producer.resumeProducing()
 
@@ -216,10 +267,13 @@ class StreamOverWebSocket:
                     log.info("closing {ip}: WebSocket message too big",
                              ip=_address_host(self.peer))
                     if self.transport is not None:
-                        self.transport.disconnecting = True
-                    self._websocket.loseConnection(1009)
+                        self.transport.close(1009)
+                    else:
+                        self._websocket.loseConnection(1009)
                 return
             receive(data)
+            if self.transport is not None:
+                self.transport.check_closing()
 
         return counted
 
@@ -238,8 +292,8 @@ class StreamOverWebSocket:
         log.info("closing {ip}: text message on the chat WebSocket",
                  ip=_address_host(self.peer))
         if self.transport is not None:
-            self.transport.disconnecting = True
-        if self._websocket is not None:
+            self.transport.close(1003)
+        elif self._websocket is not None:
             self._websocket.loseConnection(1003)
 
     def pongReceived(self, payload: bytes) -> None:
