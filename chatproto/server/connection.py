@@ -58,8 +58,9 @@ class Link(TypingProtocol):
         fields the server built from validated values (the relay hot path)."""
         ...
 
-    def send_encoded(self, payload: bytes) -> None:
-        """Send a message already encoded (once for many recipients)."""
+    def send_encoded(self, payload: bytes, kind: str = "fan-out") -> None:
+        """Send a message already encoded (once for many recipients); ``kind`` names it in
+        the metrics."""
         ...
 
     def fail(self, code: ErrorCode, reason: str) -> None:
@@ -141,7 +142,7 @@ class Connection:
         self.link = link
         self.send: Callable[..., None] = link.send
         #: The router sends encoded messages straight to the link.
-        self.push: Callable[[bytes], None] = link.send_encoded
+        self.push: Callable[..., None] = link.send_encoded
         self.state = State.HANDSHAKE
         self.name = ""
         self.device_id = b""

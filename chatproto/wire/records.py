@@ -238,6 +238,8 @@ def message(type_number: int) -> Callable[[type[R]], type[R]]:
 # --- codec -----------------------------------------------------------------------------------
 
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+#: MessagePack of a value already in wire form (lists, ints, bytes, str, None, bools).
+pack = _packer.pack
 
 
 def encode_record(value: Record) -> bytes:
