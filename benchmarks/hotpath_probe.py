@@ -13,7 +13,8 @@ Deliver it caused has been written; then every client acknowledges what it got
 * ``--shape group``: one group of ``--members`` members, one sender (a Deliver per member).
 
 The in-process clients encrypt their frames and decrypt and decode what they receive on the
-reactor thread; that time is measured apart
+reactor thread (what the server wrote in one reactor turn is read in the next, in one piece, as
+from a socket); that time is measured apart
 (``client``) and subtracted from the reactor thread's CPU (``server reactor``); the database
 thread's CPU is the process's minus the reactor thread's. CPU times move with the machine's
 load; ``--instructions`` instead runs the probe twice under ``valgrind --tool=callgrind``
@@ -82,7 +83,7 @@ class Waiter:
     def arrived(self) -> None:
         self.remaining -= 1
         if self.remaining <= 0 and self.done is not None:
-            # Later, not inside the server's write: the next round is not the client's time.
+            # Later, not inside the client's read: the next round is not the client's time.
             done, self.done = self.done, None
             self.call_later(0, done.callback, None)
 
@@ -97,7 +98,7 @@ class ProbeTransport(StringTransport):
 
     def write(self, data: bytes) -> None:
         self.writes += 1
-        self.client.received(data)
+        self.client.buffer(data)
 
     def writeSequence(self, seq: Any) -> None:
         self.write(b"".join(seq))
@@ -131,6 +132,7 @@ class ProbeClient:
         self.acks = 0
         self.errors: list[m.Error] = []
         self.req = 0
+        self.pending: list[bytes] = []
 
     def connect(self, reactor: Any) -> None:
         # An address per client: the per-address registration limit stays out of the way.
@@ -181,6 +183,20 @@ class ProbeClient:
             raise ProbeError(f"{self.name}: {event!r}")
 
     # --- the session ---------------------------------------------------------------------------
+
+    def buffer(self, data: bytes) -> None:
+        """The server wrote: the client reads it in the reactor's next turn (all of that turn's
+        writes at once, as a socket would hand them over), outside the server's call stack."""
+        if self.hs.session is None:
+            self.received(data)
+            return
+        self.pending.append(data)
+        if len(self.pending) == 1:
+            self.reactor.callLater(0, self.read_pending)
+
+    def read_pending(self) -> None:
+        data, self.pending = b"".join(self.pending), []
+        self.received(data)
 
     def received(self, data: bytes) -> None:
         if self.hs.session is None:
