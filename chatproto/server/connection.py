@@ -122,6 +122,12 @@ class Services(TypingProtocol):
         ...
 
 
+def _req_of(msg: m.Message) -> int:
+    """The ``req`` an Error answers (an ImageChunk's ``ref``; 0 if it cannot be one)."""
+    req: int = getattr(msg, "req", 0) or getattr(msg, "ref", 0)
+    return req if req < 2**32 else 0
+
+
 class State(enum.Enum):
     HANDSHAKE = 1  # credentials, then the test message
     SESSION = 2  # signed in
@@ -256,9 +262,16 @@ class Connection:
                                   f"too many messages: retry after {math.ceil(wait * 1000)} ms",
                                   ()))
                 return
-        d = defer.maybeDeferred(handler, self, msg)
-        req = getattr(msg, "req", getattr(msg, "ref", 0))
-        d.addErrback(self._request_failed, req if req < 2**32 else 0)
+        # maybeDeferred without its wrapping: most answers come later (a Deferred), a
+        # refusal is raised at once, and a request answered at once makes no Deferred.
+        try:
+            d = handler(self, msg)
+        except Exception:
+            self._request_failed(Failure(), _req_of(msg))
+            return
+        if d is None:
+            return
+        d.addErrback(self._request_failed, _req_of(msg))
         if not d.called:
             in_flight = self.in_flight
             in_flight.add(d)
