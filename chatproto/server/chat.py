@@ -72,17 +72,15 @@ class ChatHandlers:
             log_advanced(name, user_seq, entry, body)
 
     def _store_and_fan_out(self, conn: Connection, draft: st.Draft, req: int) -> Deferred[Any]:
-        d = self.store.append_message(draft)
-        d.addErrback(request_error)
-
         def stored(appended: st.Appended) -> None:
-            conn.send(m.SendAck(req, draft.client_msg_id or b"\0" * 16, appended.group_id,
-                                appended.conv_seq, appended.created_ms), check=False)
+            conn.push(m.encode_send_ack(req, draft.client_msg_id or b"\0" * 16,
+                                        appended.group_id, appended.conv_seq,
+                                        appended.created_ms), "SendAck")
             if not appended.duplicate:
                 self.fan_out(appended, draft.body)
 
-        d.addCallback(stored)
-        return d
+        # The store's refusals become request errors; ``stored`` runs only on success.
+        return self.store.append_message(draft).addCallbacks(stored, request_error)
 
     # --- conversations -------------------------------------------------------------------------
 

@@ -58,8 +58,9 @@ class Link(TypingProtocol):
         fields the server built from validated values (the relay hot path)."""
         ...
 
-    def send_encoded(self, payload: bytes) -> None:
-        """Send a message already encoded (once for many recipients)."""
+    def send_encoded(self, payload: bytes, kind: str = "fan-out") -> None:
+        """Send a message already encoded (once for many recipients); ``kind`` names it in
+        the metrics."""
         ...
 
     def fail(self, code: ErrorCode, reason: str) -> None:
@@ -125,6 +126,12 @@ class Services(TypingProtocol):
 NO_REQUESTS: frozenset[Deferred[Any]] = frozenset()
 
 
+def _req_of(msg: m.Message) -> int:
+    """The ``req`` an Error answers (an ImageChunk's ``ref``; 0 if it cannot be one)."""
+    req: int = getattr(msg, "req", 0) or getattr(msg, "ref", 0)
+    return req if req < 2**32 else 0
+
+
 class State(enum.Enum):
     HANDSHAKE = 1  # credentials, then the test message
     SESSION = 2  # signed in
@@ -145,7 +152,7 @@ class Connection:
         self.link = link
         self.send: Callable[..., None] = link.send
         #: The router sends encoded messages straight to the link.
-        self.push: Callable[[bytes], None] = link.send_encoded
+        self.push: Callable[..., None] = link.send_encoded
         self.state = State.HANDSHAKE
         self.name = ""
         self.device_id = b""
@@ -265,9 +272,16 @@ class Connection:
                                   f"too many messages: retry after {math.ceil(wait * 1000)} ms",
                                   ()))
                 return
-        d = defer.maybeDeferred(handler, self, msg)
-        req = getattr(msg, "req", getattr(msg, "ref", 0))
-        d.addErrback(self._request_failed, req if req < 2**32 else 0)
+        # maybeDeferred without its wrapping: most answers come later (a Deferred), a
+        # refusal is raised at once, and a request answered at once makes no Deferred.
+        try:
+            d = handler(self, msg)
+        except Exception:
+            self._request_failed(Failure(), _req_of(msg))
+            return
+        if d is None:
+            return
+        d.addErrback(self._request_failed, _req_of(msg))
         if not d.called:
             in_flight = self.in_flight
             if not isinstance(in_flight, set):
@@ -370,10 +384,19 @@ class Connection:
         self._ping_nonce += 1
         self.send(m.Ping(self._ping_nonce))
         self._pong_deadline = self.services.clock.callLater(
-            self.services.limits.ping_timeout,
-            self.fail, ErrorCode.PING_TIMEOUT, "no answer to ping",
-        )
+            self.services.limits.ping_timeout, self._pong_overdue)
         self._schedule_ping()
+
+    def _pong_overdue(self) -> None:
+        """No Pong within the timeout. While this connection's reading is held back because
+        its own requests wait (flow control), its Pong may be waiting unread behind them: the
+        peer is sending, so it is alive; the deadline starts again instead."""
+        if self._reading_held:
+            self._pong_deadline = self.services.clock.callLater(
+                self.services.limits.ping_timeout, self._pong_overdue)
+            return
+        self._pong_deadline = None
+        self.fail(ErrorCode.PING_TIMEOUT, "no answer to ping")
 
     def _pong(self, nonce: int) -> None:
         if nonce == self._ping_nonce and self._pong_deadline is not None:

@@ -37,25 +37,56 @@ class StreamOwner(TypingProtocol):
 
     send: Callable[..., None]
 
+    #: Sends an encoded message: ``push(payload, kind)`` (kind: the metrics' message type).
+    push: Callable[..., None]
+
     def fail(self, code: ErrorCode, reason: str) -> None:
         ...
 
 
+class _Encoded:
+    """The last log entry's Deliver, encoded once (fan-out and the sender's echo send the
+    same entry to several streams in a row; a group's to every member)."""
+
+    __slots__ = ("body", "entry", "template")
+
+    def __init__(self) -> None:
+        self.entry: LogEntry | None = None
+        self.body: bytes | None = None
+        self.template: m.DeliverTemplate | None = None
+
+
+_last = _Encoded()
+
+
+def deliver_template(entry: LogEntry, first: bytes, image: m.ImageInfo | None,
+                     ) -> m.DeliverTemplate:
+    """The entry's Deliver without ``user_seq``: built once per entry (identity of the entry
+    and its first bytes), then reused for each of its recipients."""
+    last = _last
+    if last.entry is entry and last.body is first and last.template is not None:
+        return last.template
+    template = m.DeliverTemplate(entry.group_id, entry.sender, entry.to, entry.conv_seq,
+                                 entry.created_ms, entry.client_msg_id, entry.content_type,
+                                 first, image)
+    last.entry, last.body, last.template = entry, first, template
+    return template
+
+
 def send_entry(owner: StreamOwner, user_seq: int, entry: LogEntry, body: bytes) -> None:
     """Send one log entry: a Deliver, then ImageChunks for the rest of an image."""
-    image = None
-    first = body
-    if entry.content_type == m.ContentType.IMAGE:
-        assert entry.sha256 is not None
-        image = m.ImageInfo(len(body), entry.sha256, entry.mime)
-        first = body[: m.MAX_CHUNK_BYTES]
-    send = owner.send
-    send(m.Deliver(user_seq, entry.group_id, entry.sender, entry.to, entry.conv_seq,
-                   entry.created_ms, entry.client_msg_id, entry.content_type, first, image),
-         check=False)
+    if entry.content_type != m.ContentType.IMAGE:
+        owner.push(deliver_template(entry, body, None).payload(user_seq), "Deliver")
+        return
+    assert entry.sha256 is not None
+    image = m.ImageInfo(len(body), entry.sha256, entry.mime)
+    first = body[: m.MAX_CHUNK_BYTES]
+    owner.send(m.Deliver(user_seq, entry.group_id, entry.sender, entry.to, entry.conv_seq,
+                         entry.created_ms, entry.client_msg_id, entry.content_type, first,
+                         image), check=False)
     view = memoryview(body)
     for index, offset in enumerate(range(len(first), len(body), m.MAX_CHUNK_BYTES), 1):
-        send(m.ImageChunk(user_seq, index, bytes(view[offset:offset + m.MAX_CHUNK_BYTES])))
+        owner.send(m.ImageChunk(user_seq, index, bytes(view[offset:offset + m.MAX_CHUNK_BYTES])))
 
 
 class DeliveryStream:

@@ -305,7 +305,7 @@ class ChatServerProtocol(Protocol):
                 return
             self.transport.write(data)
 
-    def send_encoded(self, payload: bytes) -> None:
+    def send_encoded(self, payload: bytes, kind: str = "fan-out") -> None:
         if not self.closed and self.session is not None:
             try:
                 data = self.session.send_encoded(payload)
@@ -313,8 +313,8 @@ class ChatServerProtocol(Protocol):
                 self._exhausted(e)
                 return
             stats = self.server.stats
-            stats.messages_out["fan-out"] += 1
-            stats.bytes_out["fan-out"] += len(data)
+            stats.messages_out[kind] += 1
+            stats.bytes_out[kind] += len(data)
             if self.write_paused and self._over_backlog(len(data)):
                 return
             self.transport.write(data)

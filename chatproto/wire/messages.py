@@ -43,6 +43,7 @@ from chatproto.wire.records import (
     record,
 )
 from chatproto.wire.records import bad_field as _bad
+from chatproto.wire.records import pack as _pack
 
 __all__ = [
     "B16", "B32", "B64", "MAX_MESSAGE_BYTES", "MESSAGE_TYPES", "U8", "U16", "U32", "U64", "Bin",
@@ -567,3 +568,68 @@ class GroupSetRole(Message):
 class KeyUpdate(Message):
     """Version 2 only: the sender's later frames use its next traffic secret."""
 
+
+
+# The server's hot path: messages it builds from values it holds validated.
+
+
+def encode_send_ack(req: int, client_msg_id: bytes, group_id: int, conv_seq: int,
+                    server_time_ms: int) -> bytes:
+    """``encode_message(SendAck(...), check=False)`` without building the SendAck: the
+    server answers every Chat with one, from the Chat's validated fields and the values the
+    store assigned."""
+    return _pack([SendAck.TYPE, req, client_msg_id, group_id, conv_seq, server_time_ms])
+
+
+# Encoding a Deliver once for many recipients.
+
+#: A Deliver starts with its array header (11 elements: fixarray 0x9b) and its type (41, a
+#: positive fixint); ``user_seq`` follows, then the fields every recipient shares.
+_DELIVER_HEAD = bytes((0x90 + 1 + len(Deliver._names), Deliver.TYPE))
+
+
+class DeliverTemplate:
+    """A log entry's Deliver, encoded once: only ``user_seq`` differs between recipients.
+
+    The shared fields (everything after ``user_seq``) are encoded and checked once; each
+    recipient's payload is the array header, the type, that recipient's ``user_seq`` in
+    MessagePack's shortest integer form, and the shared bytes: exactly
+    ``encode_message(Deliver(user_seq, ...))`` (docs/protocol.rst, "Deliver"), without
+    building a Deliver per recipient. The server builds the fields from stored, validated
+    values (``check=False`` of :func:`encode_message`).
+    """
+
+    __slots__ = ("_tail",)
+
+    def __init__(self, group_id: int, sender: str, to: str | None, conv_seq: int,
+                 server_time_ms: int, client_msg_id: bytes | None, content_type: int,
+                 body: bytes, image: ImageInfo | None) -> None:
+        encoded = encode_message(Deliver(0, group_id, sender, to, conv_seq, server_time_ms,
+                                         client_msg_id, content_type, body, image), check=False)
+        # user_seq 0 is the one-byte positive fixint 0x00 right after the head.
+        assert encoded[:3] == _DELIVER_HEAD + b"\x00"
+        self._tail = encoded[3:]
+
+    def payload(self, user_seq: int) -> bytes:
+        """The encoded Deliver for one recipient; LocalProtocolError if ``user_seq`` is not a
+        valid Seq or the message is too large."""
+        if type(user_seq) is not int or not 0 <= user_seq < 2**63:
+            raise LocalProtocolError(ErrorCode.MALFORMED_MESSAGE,
+                                     "Deliver.user_seq: expected an unsigned 63-bit integer")
+        data = b"".join((_DELIVER_HEAD, _pack_uint(user_seq), self._tail))
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise LocalProtocolError(ErrorCode.MALFORMED_MESSAGE, "message too large")
+        return data
+
+
+def _pack_uint(value: int) -> bytes:
+    """MessagePack's shortest encoding of an unsigned integer below 2^64."""
+    if value < 0x80:
+        return bytes((value,))
+    if value < 0x100:
+        return bytes((0xCC, value))
+    if value < 0x10000:
+        return b"\xcd" + value.to_bytes(2, "big")
+    if value < 0x100000000:
+        return b"\xce" + value.to_bytes(4, "big")
+    return b"\xcf" + value.to_bytes(8, "big")

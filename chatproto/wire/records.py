@@ -205,8 +205,16 @@ def _to_wire(value: Any) -> Any:
 
 @dataclass_transform(frozen_default=True)
 def record(cls: type[R]) -> type[R]:
-    """Class decorator: a frozen, slotted dataclass whose field specs are bound."""
-    klass = dataclass(frozen=True, slots=True)(cls)
+    """Class decorator: a slotted dataclass, immutable to the type checker, whose field specs
+    are bound.
+
+    Not ``frozen=True`` at run time: a frozen dataclass's ``__init__`` sets every field
+    through ``object.__setattr__``, about five times the cost of a plain slot store, and every
+    message the server decodes is built this way (the profile's largest self entry). The
+    records stay hashable and compare by value (``unsafe_hash``: the hash of a frozen one);
+    ``dataclass_transform(frozen_default=True)`` makes the type checker refuse assignments.
+    """
+    klass = dataclass(slots=True, unsafe_hash=True)(cls)
     klass._bind_specs()
     return klass
 
@@ -238,6 +246,8 @@ def message(type_number: int) -> Callable[[type[R]], type[R]]:
 # --- codec -----------------------------------------------------------------------------------
 
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+#: MessagePack of a value already in wire form (lists, ints, bytes, str, None, bools).
+pack = _packer.pack
 
 
 def encode_record(value: Record) -> bytes:

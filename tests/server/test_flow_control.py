@@ -324,6 +324,30 @@ def test_reading_resumes_with_the_frames_already_received() -> None:
     assert alice.transport.producerState == "producing"
 
 
+def test_pong_behind_held_reading_is_not_a_ping_timeout() -> None:
+    """A flooding client's Pong waits unread behind its own requests while the server holds
+    its reading (flow control): the pong deadline starts again instead of closing a peer that
+    is evidently sending. Once reading resumes, a missing Pong is a ping timeout again."""
+    h = FlowHarness(max_requests_in_flight=2, message_rate=0, ping_interval=30.0,
+                    ping_timeout=10.0)
+    h.add_user("dave")
+    alice = h.signed_in("alice")
+    alice.deliver(frames(alice, [chat(i, "dave") for i in range(1, 6)]))
+    assert alice.transport.producerState == "paused"
+    h.clock.advance(30.0)  # Ping sent; the Pong would arrive behind the unread Chats
+    assert any(isinstance(x, m.Ping) for x in alice.receive())
+    h.clock.advance(25.0)  # more than ping_timeout, reading still held
+    assert not alice.transport.disconnecting
+    assert h.server.stats.errors["PING_TIMEOUT"] == 0
+    h.store.hold = False
+    while h.store.waiting:
+        h.store.commit(len(h.store.waiting))
+    assert alice.transport.producerState == "producing"
+    h.clock.advance(10.0)  # reading again, and still no Pong
+    assert alice.transport.disconnecting
+    assert h.server.stats.errors["PING_TIMEOUT"] == 1
+
+
 # --- writing: a client that does not read --------------------------------------------------
 
 

@@ -435,3 +435,56 @@ def test_encode_without_check_skips_field_validation_but_not_the_size_bound() ->
     huge = m.Deliver(1, 0, "a", "b", 1, 1, None, 1, b"x" * (m.MAX_MESSAGE_BYTES + 1), None)
     with pytest.raises(_Local):
         m.encode_message(huge, check=False)
+
+
+# ------------------------------------------------------------------- a Deliver encoded once
+
+#: user_seq values at the edges of MessagePack's integer widths (fixint, uint8/16/32/64).
+SEQ_EDGES = [0, 1, 0x7F, 0x80, 0xFF, 0x100, 0xFFFF, 0x10000, 0xFFFFFFFF, 0x100000000,
+             2**63 - 1]
+
+
+@given(hs.messages(m.Deliver), st.lists(
+    st.one_of(st.sampled_from(SEQ_EDGES), st.integers(0, 2**63 - 1)), min_size=1, max_size=8))
+@example(m.Deliver(1, 7, "alice", None, 3, 1_700_000_000_000, None, m.ContentType.EVENT,
+                   b"", None), SEQ_EDGES)
+@example(m.Deliver(1, 0, "bob", "carol", 2**63 - 1, 2**63 - 1, b"c" * 16, m.ContentType.IMAGE,
+                   b"\xff" * 300, m.ImageInfo(70_000, b"h" * 32, "image/png")), SEQ_EDGES)
+def test_deliver_template_is_the_normal_encoding(msg: m.Deliver, seqs: list[int]) -> None:
+    """The spliced payload of every recipient is byte for byte encode_message's Deliver."""
+    fields = dataclasses.astuple(msg)[1:]
+    fields = (*fields[:-1], msg.image)  # astuple turns the nested record into a tuple
+    template = m.DeliverTemplate(*fields)
+    for seq in seqs:
+        expected = m.encode_message(dataclasses.replace(msg, user_seq=seq))
+        assert template.payload(seq) == expected
+        assert m.decode_message(expected) == dataclasses.replace(msg, user_seq=seq)
+
+
+@pytest.mark.parametrize("seq", [-1, 2**63, 2**64, True, None])
+def test_deliver_template_refuses_an_invalid_user_seq(seq: Any) -> None:
+    template = m.DeliverTemplate(0, "alice", "bob", 1, 2, None, m.ContentType.TEXT, b"hi", None)
+    with pytest.raises(LocalProtocolError) as info:
+        template.payload(seq)
+    assert info.value.code == ErrorCode.MALFORMED_MESSAGE
+
+
+def test_deliver_template_keeps_the_size_limit() -> None:
+    """A Deliver whose user_seq pushes it past the message limit is refused as a whole one
+    would be."""
+    # With user_seq 0 (one byte) the Deliver is one byte under the limit.
+    overhead = len(m.encode_message(m.Deliver(0, 0, "a", "b", 1, 2, None, 1, b"", None)))
+    body = b"x" * (m.MAX_MESSAGE_BYTES - overhead - 4)  # the bin32 header is 3 bytes longer
+    template = m.DeliverTemplate(0, "a", "b", 1, 2, None, 1, body, None)
+    assert len(template.payload(0)) <= m.MAX_MESSAGE_BYTES
+    with pytest.raises(LocalProtocolError):
+        m.encode_message(m.Deliver(2**40, 0, "a", "b", 1, 2, None, 1, body, None),
+                         check=False)
+    with pytest.raises(LocalProtocolError):
+        template.payload(2**40)
+
+
+@given(hs.messages(m.SendAck))
+@example(m.SendAck(2**32 - 1, b"\xff" * 16, 2**63 - 1, 0x10000, 0x100000000))
+def test_encode_send_ack_is_the_normal_encoding(msg: m.SendAck) -> None:
+    assert m.encode_send_ack(*dataclasses.astuple(msg)) == m.encode_message(msg)
