@@ -6,7 +6,11 @@ The database is the truth; the bus only pokes (Synapse's model):
   the users it holds sessions of. After a commit, :meth:`RedisRouter.log_advanced` delivers to
   this node's sessions and publishes "the log of NAME reached N" (without the entry: the
   other node's streams read it from the database). Receipts, typing, presence and group
-  events (:meth:`RedisRouter.push`) travel as their encoded message.
+  events (:meth:`RedisRouter.push`) travel as their encoded message. An account change
+  (password changed, account deleted, a device signed out) travels as a sign-out poke
+  (:meth:`RedisRouter.sign_out_elsewhere`): every node holding sessions of that user closes
+  them (those of one device only, for a device sign-out). A sign-out that finds the bus down
+  is published when it is back (up to :data:`MAX_PENDING_SIGN_OUTS` of them).
 - **The bounded log check.** Every :data:`LOG_CHECK_INTERVAL` seconds the node reads the
   log position of every user it holds (one query) and tells their streams, so a lost poke
   costs at most that much latency, never a message, even with Redis down.
@@ -23,6 +27,7 @@ pushes reach this node's sessions, and cross-node messages arrive through the lo
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -56,6 +61,9 @@ SWEEP_BATCH = 200
 #: Poke kinds.
 POKE_LOG = 1
 POKE_PUSH = 2
+POKE_SIGN_OUT = 3
+#: Sign-outs kept while the bus is down, published when it is back (the oldest go first).
+MAX_PENDING_SIGN_OUTS = 10_000
 #: Largest body a log poke carries with its entry (larger ones, and images, are read from
 #: the database by the receiving stream).
 MAX_POKE_BODY = 16 * 1024
@@ -190,6 +198,11 @@ class RedisRouter:
         self._loops: list[task.LoopingCall] = []
         self.came_online: Callable[[str], None] = lambda name: None
         self.went_offline: Callable[[str, int], None] = lambda name, seen_ms: None
+        self.signed_out: Callable[[str, bytes | None, str], None] = (
+            lambda name, device_id, reason: None)
+        #: (channel, poke) of the sign-outs made while the bus was down.
+        self._pending_sign_outs: deque[tuple[bytes, bytes]] = deque(
+            maxlen=MAX_PENDING_SIGN_OUTS)
 
     # --- life ----------------------------------------------------------------------------------
 
@@ -217,6 +230,11 @@ class RedisRouter:
                          went_offline: Callable[[str, int], None]) -> None:
         self.came_online = came_online
         self.went_offline = went_offline
+
+    def sign_outs(self, signed_out: Callable[[str, bytes | None, str], None]) -> None:
+        """Who closes this node's sessions when another node signs a user out: called with
+        (name, device id or None for every device, reason)."""
+        self.signed_out = signed_out
 
     def _now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -283,9 +301,28 @@ class RedisRouter:
     # --- delivery ------------------------------------------------------------------------------
 
     def sessions(self, name: str) -> tuple[Routed, ...]:
-        """The user's sessions on THIS node (account changes sign out only these; sessions on
-        other nodes are not reached yet: see README, "Running several nodes")."""
+        """The user's sessions on THIS node (the other nodes' are reached by
+        :meth:`sign_out_elsewhere`)."""
         return self.local.sessions(name)
+
+    def sign_out_elsewhere(self, name: str, device_id: bytes | None, reason: str) -> None:
+        """Have every other node close the user's sessions (of ``device_id`` only, if given),
+        telling them ``reason``; this node closes its own."""
+        poke = msgpack.packb([POKE_SIGN_OUT, self.node, device_id, reason])
+        if self.bus.publish(self._channel(name), poke):
+            self.stats.pokes_sent += 1
+        else:
+            log.warn("node {node}: the bus is down; signing {name} out on the other nodes "
+                     "once it is back", node=self.node, name=name)
+            self._pending_sign_outs.append((self._channel(name), poke))
+
+    def _publish_pending_sign_outs(self) -> None:
+        while self._pending_sign_outs:
+            channel, poke = self._pending_sign_outs[0]
+            if not self.bus.publish(channel, poke):
+                return
+            self._pending_sign_outs.popleft()
+            self.stats.pokes_sent += 1
 
     def push(self, names: Iterable[str], payload: bytes) -> None:
         names = list(names)
@@ -330,6 +367,9 @@ class RedisRouter:
             self.local.log_advanced(name, int(poke[2]), entry if body else None, body)
         elif poke[0] == POKE_PUSH and isinstance(poke[2], bytes):
             self.local.push((name,), poke[2])
+        elif (poke[0] == POKE_SIGN_OUT and len(poke) == 4 and isinstance(poke[3], str)
+              and (poke[2] is None or isinstance(poke[2], bytes))):
+            self.signed_out(name, poke[2], poke[3])
 
     def check_logs(self) -> Deferred[Any] | None:
         """Tell every stream of this node its user's log position (the bounded check)."""
@@ -428,5 +468,7 @@ class RedisRouter:
         d.addErrback(lambda f: log.failure("recording last seen", f))
 
     def _bus_up(self) -> None:
-        """(Re)connected: put this node's sessions back at once (Redis may have restarted)."""
+        """(Re)connected: put this node's sessions back at once (Redis may have restarted),
+        and publish the sign-outs made meanwhile."""
         self.heartbeat()
+        self._publish_pending_sign_outs()

@@ -127,6 +127,7 @@ class EventRecorder(Recorder):
         self.typing: list[m.TypingEvent] = []
         self.presence: list[m.PresenceEvent] = []
         self.images: list[bytes] = []
+        self.signed_out_reasons: list[str] = []
 
     def message_received(self, deliver: m.Deliver, image: bytes | None) -> None:
         if image is not None:
@@ -149,6 +150,10 @@ class EventRecorder(Recorder):
 
     def presence_changed(self, event: m.PresenceEvent) -> None:
         self.presence.append(event)
+        self._check()
+
+    def signed_out(self, reason: str) -> None:
+        self.signed_out_reasons.append(reason)
         self._check()
 
 

@@ -9,7 +9,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor as _reactor
 
-from tests.faults.conftest import fast_session
+from chatproto.client import Backoff, open_session
+from tests.faults.conftest import PASSWORD, fast_session
 from tests.scaleout.nodes import EventRecorder, cluster
 from tests.terminal.conftest import png_bytes
 
@@ -76,6 +77,46 @@ async def test_three_nodes(tmp_path: Path) -> None:
             await recs["cat"].until(lambda r: "while you were away" in r.bodies("ben"))
             await recs["ann"].until(lambda r: r.presence[-1].name == "cat"
                                     and r.presence[-1].online)
+        finally:
+            for s in sessions.values():
+                await s.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_account_changes_sign_out_on_every_node(tmp_path: Path) -> None:
+    """ann's phone is on node1, her laptop on node2, her tablet on node3. Signing the laptop
+    out from the phone closes the laptop only; changing the password on the phone closes the
+    tablet (node3); deleting the account from the phone closes a session signed in on node2
+    with the new password. Each closed session got SIGNED_OUT with the reason first."""
+    reactor = _reactor
+    new_password = "a new password for ann"
+    with cluster(tmp_path) as nodes:
+        await nodes.start(reactor)
+        devices = {"phone": b"p" * 16, "laptop": b"l" * 16, "tablet": b"t" * 16}
+        recs = {d: EventRecorder() for d in (*devices, "desk")}
+        sessions = {d: fast_session(reactor, nodes.nodes[i].port, "ann", nodes.fingerprint,
+                                    recs[d], device_id=devices[d])
+                    for i, d in enumerate(devices)}
+        try:
+            for s in sessions.values():
+                await s.wait_connected()
+            phone = sessions["phone"]
+            await phone.sign_out_device(devices["laptop"])
+            await recs["laptop"].until(lambda r: len(r.signed_out_reasons) == 1)
+            assert "another device" in recs["laptop"].signed_out_reasons[0]
+            await phone.change_password(PASSWORD, new_password)
+            await recs["tablet"].until(lambda r: len(r.signed_out_reasons) == 1)
+            assert "password" in recs["tablet"].signed_out_reasons[0]
+            assert recs["laptop"].signed_out_reasons == [recs["laptop"].signed_out_reasons[0]]
+            sessions["desk"] = open_session(
+                reactor, nodes.endpoint(1), "ann", new_password, listener=recs["desk"],
+                server_fingerprint=nodes.fingerprint, ping_interval=0,
+                backoff=Backoff(0.01, 0.05, 2))
+            await sessions["desk"].wait_connected()
+            await phone.delete_account(new_password)
+            await recs["desk"].until(lambda r: len(r.signed_out_reasons) == 1)
+            assert "deleted" in recs["desk"].signed_out_reasons[0]
+            assert recs["phone"].signed_out_reasons == []
         finally:
             for s in sessions.values():
                 await s.close()

@@ -234,3 +234,68 @@ async def test_a_password_protected_bus(database: Database, tmp_path: Path) -> N
     finally:
         await defer.DeferredList([one.stop(), two.stop()])
         redis.kill()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sign_outs_reach_the_other_node(database: Database) -> None:
+    """A sign-out on node1 (the whole account, then one device) reaches node2, which holds
+    a session of bob, with its device and reason; node1 does not hear its own; a sign-out of
+    a user node2 holds no session of does not reach node2."""
+    require_redis()
+    one, two = two_nodes(database, address())
+    heard: dict[str, list[tuple[str, bytes | None, str]]] = {"one": [], "two": []}
+    one.sign_outs(lambda *args: heard["one"].append(args))
+    two.sign_outs(lambda *args: heard["two"].append(args))
+    for r in (one, two):
+        r.bus.start()
+    try:
+        await connected(one, two)
+        one.attach(FakeSession("bob"))
+        two.attach(FakeSession("bob"))
+        await two.bus.run_script("return 1", [], [])  # SUBSCRIBE went out before this
+        one.sign_out_elsewhere("ann", None, "nobody on node2")
+        one.sign_out_elsewhere("bob", None, "the password was changed")
+        one.sign_out_elsewhere("bob", b"\7" * 16, "signed out by another device")
+        for _ in range(int(WAIT / 0.02)):
+            if len(heard["two"]) == 2:
+                break
+            await task.deferLater(_reactor, 0.02, lambda: None)  # the pokes' arrival
+        assert heard["two"] == [("bob", None, "the password was changed"),
+                                ("bob", b"\7" * 16, "signed out by another device")]
+        assert heard["one"] == []
+        assert one.stats.pokes_sent == 3 and two.stats.pokes_received == 2
+    finally:
+        await defer.DeferredList([one.stop(), two.stop()])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_sign_out_made_while_the_bus_is_down_goes_out_when_it_is_back(
+        database: Database) -> None:
+    """node1 loses the bus and signs bob out meanwhile: nothing is lost; once node1 is
+    connected again, node2 (connected all along) hears it, once."""
+    require_redis()
+    one, two = two_nodes(database, address())
+    heard: list[tuple[str, bytes | None, str]] = []
+    two.sign_outs(lambda *args: heard.append(args))
+    for r in (one, two):
+        r.bus.start()
+    try:
+        await connected(one, two)
+        two.attach(FakeSession("bob"))
+        await two.bus.run_script("return 1", [], [])  # SUBSCRIBE went out before this
+        await one.bus.stop()
+        assert not one.bus.connected
+        one.sign_out_elsewhere("bob", None, "the account was deleted")
+        assert one.stats.pokes_sent == 0
+        one.bus.start()
+        await connected(one)
+        for _ in range(int(WAIT / 0.02)):
+            if heard:
+                break
+            await task.deferLater(_reactor, 0.02, lambda: None)  # the poke's arrival
+        assert heard == [("bob", None, "the account was deleted")]
+        assert one.stats.pokes_sent == 1
+        one._bus_up()  # noqa: SLF001 - as after another reconnection: nothing goes again
+        assert one.stats.pokes_sent == 1 and len(heard) == 1
+    finally:
+        await defer.DeferredList([one.stop(), two.stop()])
