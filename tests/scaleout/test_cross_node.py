@@ -23,7 +23,8 @@ async def test_three_nodes(tmp_path: Path) -> None:
     group of the three delivers every message to the two other nodes; ben's read receipt
     and typing reach ann; presence queries see users of other nodes online; cat leaving
     node3 tells ann and ben (offline with a last seen); an image crosses nodes; a message
-    sent while cat is offline reaches cat when cat comes back on node2, which tells ann."""
+    sent while cat is offline reaches cat when cat comes back on node2, which tells ann.
+    Every line the nodes logged carries the node's name."""
     reactor = _reactor
     with cluster(tmp_path) as nodes:
         await nodes.start(reactor)
@@ -80,6 +81,11 @@ async def test_three_nodes(tmp_path: Path) -> None:
         finally:
             for s in sessions.values():
                 await s.close()
+        # every log line of a node (twistd's, Twisted's and ours) names the node
+        for i, node in enumerate(nodes.nodes, 1):
+            lines = [line for line in node.logs().splitlines() if line[:4].isdigit()]
+            assert len(lines) > 10
+            assert [line for line in lines if f" [node{i} " not in line] == []
 
 
 @pytest_twisted.ensureDeferred
