@@ -9,7 +9,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor as _reactor
 
-from chatproto.client import Backoff, open_session
+from chatproto.client import Backoff, RegisterError, SigninError, connect, open_session
+from chatproto.wire.errors import ErrorCode
 from tests.faults.conftest import PASSWORD, fast_session
 from tests.scaleout.nodes import EventRecorder, cluster
 from tests.terminal.conftest import png_bytes
@@ -126,3 +127,35 @@ async def test_account_changes_sign_out_on_every_node(tmp_path: Path) -> None:
         finally:
             for s in sessions.values():
                 await s.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_login_limits_hold_across_nodes(tmp_path: Path) -> None:
+    """With --registrations-per-ip 3 and --ip-failures 3 on every node, the counters are the
+    deployment's, not a node's: three registrations from one address on three nodes use the
+    allowance up (a fourth, on node1, is refused with TRY_LATER), and three failed sign-ins
+    on three nodes use that one up (a fourth attempt, on node2, is refused with TRY_LATER,
+    even with the right password: the counter is checked before any hashing)."""
+    reactor = _reactor
+    limits = ("--registrations-per-ip", "3", "--ip-failures", "3")
+    with cluster(tmp_path, extra_args=limits) as nodes:
+        await nodes.start(reactor)
+
+        async def attempt(node: int, register: bool, name: str, password: str) -> int:
+            """One attempt on a fresh connection: 0 if it succeeded, else the error code."""
+            client = await connect(reactor, nodes.endpoint(node),
+                                   server_fingerprint=nodes.fingerprint)
+            try:
+                await (client.register(name, password) if register
+                       else client.signin(name, password))
+                return 0
+            except (RegisterError, SigninError) as e:
+                return int(e.code)
+            finally:
+                await client.close()
+
+        assert [await attempt(i, True, f"user{i}", PASSWORD) for i in range(3)] == [0, 0, 0]
+        assert await attempt(0, True, "user3", PASSWORD) == ErrorCode.TRY_LATER
+        wrong = [await attempt(i, False, "user0", "not the password") for i in range(3)]
+        assert wrong == [ErrorCode.AUTH_FAILED] * 3
+        assert await attempt(1, False, "user0", PASSWORD) == ErrorCode.TRY_LATER

@@ -187,6 +187,45 @@ async def test_a_dead_nodes_users_go_offline_with_their_last_heartbeat(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_user_still_on_a_live_node_stays_online_when_another_dies(
+        database: Database) -> None:
+    """bob has a session on node2 and one on node3; node2 dies. Once its session expired,
+    node1's sweep removes it but reports nothing (node3 keeps bob's member fresh): bob is
+    still online and his last seen is not touched; when node3's session leaves, bob is
+    offline."""
+    require_redis()
+    clock = task.Clock()
+    clock.advance(2_000_000)
+    addr = address()
+    one, two, three = (RedisRouter(_reactor, addr, f"node{i}", database, presence_ttl=3.0,
+                                   clock=clock) for i in (1, 2, 3))
+    offline: list[tuple[str, int]] = []
+    one.presence_changes(lambda name: None, lambda name, seen: offline.append((name, seen)))
+    for r in (one, two, three):
+        r.bus.start()
+    try:
+        await connected(one, two, three)
+        bob3 = FakeSession("bob")
+        assert await two.arrive(FakeSession("bob")) is True
+        assert await three.arrive(bob3) is False
+        await two.stop()  # dies
+        for _ in range(3):
+            clock.advance(1.5)
+            await three.heartbeat()
+            await one.heartbeat()
+        sessions = await one.bus.run_script(
+            "return redis.call('zcard', KEYS[1])", [addr.prefix + b"p:bob"], [])
+        assert sessions == 1  # node2's expired member was swept, node3's stays
+        assert offline == [] and await one.online(["bob"]) == frozenset({"bob"})
+        user = await ChatStore(database).get_user("bob")
+        assert user is not None and user.last_seen_ms in (None, 0)
+        assert await three.leave(bob3) is True
+        assert await one.online(["bob"]) == frozenset()
+    finally:
+        await defer.DeferredList([one.stop(), two.stop(), three.stop()])
+
+
+@pytest_twisted.ensureDeferred
 async def test_without_redis_the_log_check_delivers(database: Database) -> None:
     """With the bus unreachable a log advance still reaches this node's sessions, presence
     answers from this node, and the periodic log check tells bob's stream the log position
