@@ -122,22 +122,28 @@ class PostgresProcess:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def private_postgres() -> Iterator[PostgresProcess]:
-    """A started private cluster with a database ``test`` (removed afterwards)."""
-    bindir = server_binaries()
-    if bindir is None:
-        pytest.skip("the PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    user = None
+def unavailable() -> str | None:
+    """Why a private cluster cannot run here (None: it can)."""
+    if server_binaries() is None:
+        return "the PostgreSQL server binaries (initdb, pg_ctl) are not installed"
     if os.geteuid() == 0:
         try:
             pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root and there is no postgres user to run PostgreSQL as")
+            return "running as root and there is no postgres user to run PostgreSQL as"
         if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser to start PostgreSQL as postgres")
-        user = "postgres"
-    pg = PostgresProcess(bindir, user)
+            return "running as root without runuser to start PostgreSQL as postgres"
+    return None
+
+
+@contextlib.contextmanager
+def private_postgres() -> Iterator[PostgresProcess]:
+    """A started private cluster with a database ``test`` (removed afterwards)."""
+    reason = unavailable()
+    bindir = server_binaries()
+    if reason is not None or bindir is None:
+        pytest.skip(reason or "no PostgreSQL server binaries")
+    pg = PostgresProcess(bindir, "postgres" if os.geteuid() == 0 else None)
     try:
         pg.init()
         pg.start()
