@@ -27,7 +27,6 @@ from chatproto.server.passwords import (
     password_policy_error,
 )
 from chatproto.server.refusals import RequestError
-from chatproto.storage.accounts import DeviceRow
 from chatproto.wire import feature_messages as f
 from chatproto.wire import messages as m
 from chatproto.wire.errors import ErrorCode
@@ -36,7 +35,8 @@ log = Logger()
 
 
 class SignOutRelay(Protocol):
-    """Carries sign-outs to the other nodes (the Redis router of a node among several)."""
+    """Carries sign-outs to the other nodes and knows their sessions' devices (the Redis
+    router of a node among several)."""
 
     def sign_out_elsewhere(self, name: str, device_id: bytes | None, reason: str) -> None:
         """Have the other nodes close the user's sessions (of ``device_id`` only, if
@@ -46,6 +46,10 @@ class SignOutRelay(Protocol):
     def sign_outs(self, signed_out: Callable[[str, bytes | None, str], None]) -> None:
         """Call ``signed_out(name, device_id, reason)`` when another node signs a user
         out."""
+        ...
+
+    def devices_online(self, name: str) -> Deferred[frozenset[bytes]]:
+        """The devices of ``name`` with a session on any node."""
         ...
 
 
@@ -147,20 +151,20 @@ class AccountHandlers:
         conn.link.close()
 
     def device_list(self, conn: Connection, msg: f.DeviceList) -> Deferred[Any]:
-        d = self.store.features.accounts.devices(conn.name)
+        return defer.ensureDeferred(self._device_list(conn, msg))
 
-        def answer(rows: list[DeviceRow]) -> None:
-            online = {s.device_id for s in self.chat.router.sessions(conn.name)
-                      if isinstance(s, Connection)}
-            known = {row.device_id: row.acked_seq for row in rows}
-            for device in online - known.keys():
-                known[device] = 0  # signed in, nothing acknowledged yet
-            conn.send(f.Devices(msg.req, tuple(
-                f.DeviceInfo(device, device in online, device == conn.device_id, seq)
-                for device, seq in sorted(known.items())[: f.MAX_DEVICES])))
-
-        d.addCallback(answer)
-        return d
+    async def _device_list(self, conn: Connection, msg: f.DeviceList) -> None:
+        rows = await self.store.features.accounts.devices(conn.name)
+        online = {s.device_id for s in self.chat.router.sessions(conn.name)
+                  if isinstance(s, Connection)}
+        if self.relay is not None:  # the devices signed in on the other nodes too
+            online |= await self.relay.devices_online(conn.name)
+        known = {row.device_id: row.acked_seq for row in rows}
+        for device in online - known.keys():
+            known[device] = 0  # signed in, nothing acknowledged yet
+        conn.send(f.Devices(msg.req, tuple(
+            f.DeviceInfo(device, device in online, device == conn.device_id, seq)
+            for device, seq in sorted(known.items())[: f.MAX_DEVICES])))
 
     def sign_out_device(self, conn: Connection, msg: f.SignOutDevice) -> Deferred[Any]:
         if msg.device_id == conn.device_id:

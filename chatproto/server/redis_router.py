@@ -14,11 +14,13 @@ The database is the truth; the bus only pokes (Synapse's model):
 - **The bounded log check.** Every :data:`LOG_CHECK_INTERVAL` seconds the node reads the
   log position of every user it holds (one query) and tells their streams, so a lost poke
   costs at most that much latency, never a message, even with Redis down.
-- **Presence.** Each session is a member of the sorted set ``PREFIX p:NAME`` scored by its
-  expiry (now + the TTL, :data:`PRESENCE_TTL` by default), refreshed every third of it. A user is
-  online while a member has not expired. Every node sweeps expired members (of a node that
-  died) with one atomic script: the node whose sweep removes a user's last member records
-  their last seen (the dead node's last heartbeat) and announces them offline.
+- **Presence.** Each session is a member ``NODE/N/DEVICE-HEX`` of the sorted set
+  ``PREFIX p:NAME`` scored by its expiry (now + the TTL, :data:`PRESENCE_TTL` by default),
+  refreshed every third of it. A user is online while a member has not expired (and a
+  device while one of its members has: the device list spans the nodes). Every node
+  sweeps expired members (of a node that died) with one atomic script: the node whose
+  sweep removes a user's last member records their last seen (the dead node's last
+  heartbeat) and announces them offline.
 
 When Redis is down each node serves its own sessions: online answers are this node's,
 pushes reach this node's sessions, and cross-node messages arrive through the log check.
@@ -128,6 +130,11 @@ for i = 1, #expired, 2 do
   end
 end
 return gone
+"""
+
+# KEYS: the user's set. ARGV: now ms. Returns the user's live sessions.
+_MEMBERS = """
+return redis.call('zrangebyscore', KEYS[1], ARGV[1], '+inf')
 """
 
 # KEYS: users' sets. ARGV: now ms. Returns each user's live session count.
@@ -253,7 +260,9 @@ class RedisRouter:
 
     def attach(self, conn: Routed) -> bool:
         first = self.local.attach(conn)
-        self._members[conn] = self._node_bytes + b"/" + str(next(self._ids)).encode()
+        device = getattr(conn, "device_id", b"") or b""
+        self._members[conn] = (self._node_bytes + b"/" + str(next(self._ids)).encode() + b"/"
+                               + device.hex().encode())
         if first:
             self.bus.subscribe(self._channel(conn.name))
         return first
@@ -419,6 +428,29 @@ class RedisRouter:
 
     def online_count(self) -> int:
         return self.local.online_count()
+
+    def devices_online(self, name: str) -> Deferred[frozenset[bytes]]:
+        """The devices of ``name`` with a live session on any node (this node's only, if
+        Redis does not answer)."""
+        here = frozenset(d for d in (getattr(conn, "device_id", b"")
+                                     for conn in self.local.sessions(name)) if d)
+        d = self.bus.run_script(_MEMBERS, [self._key(name)], [self._now_ms()])
+        if d is None:
+            return defer.succeed(here)
+
+        def parse(members: list[bytes]) -> frozenset[bytes]:
+            devices = set(here)
+            for member in members:
+                try:
+                    device = bytes.fromhex(member.rsplit(b"/", 1)[1].decode())
+                except (IndexError, ValueError):
+                    continue
+                if device:
+                    devices.add(device)
+            return frozenset(devices)
+
+        d.addCallback(parse)
+        return self._answer(d, here)
 
     def heartbeat(self) -> Deferred[Any] | None:
         """Refresh this node's sessions in Redis, then sweep expired ones (any node's)."""

@@ -91,8 +91,9 @@ async def test_three_nodes(tmp_path: Path) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_account_changes_sign_out_on_every_node(tmp_path: Path) -> None:
-    """ann's phone is on node1, her laptop on node2, her tablet on node3. Signing the laptop
-    out from the phone closes the laptop only; changing the password on the phone closes the
+    """ann's phone is on node1, her laptop on node2, her tablet on node3: the phone's device
+    list shows all three online. Signing the laptop out from the phone closes the laptop
+    only; changing the password on the phone closes the
     tablet (node3); deleting the account from the phone closes a session signed in on node2
     with the new password. Each closed session got SIGNED_OUT with the reason first."""
     reactor = _reactor
@@ -108,6 +109,9 @@ async def test_account_changes_sign_out_on_every_node(tmp_path: Path) -> None:
             for s in sessions.values():
                 await s.wait_connected()
             phone = sessions["phone"]
+            listed = {d.device_id: (d.online, d.current) for d in await phone.devices()}
+            assert listed == {devices["phone"]: (True, True), devices["laptop"]: (True, False),
+                              devices["tablet"]: (True, False)}
             await phone.sign_out_device(devices["laptop"])
             await recs["laptop"].until(lambda r: len(r.signed_out_reasons) == 1)
             assert "another device" in recs["laptop"].signed_out_reasons[0]

@@ -128,6 +128,30 @@ async def test_pokes_and_pushes_reach_the_other_node(database: Database) -> None
 
 
 @pytest_twisted.ensureDeferred
+async def test_devices_online_span_nodes(database: Database) -> None:
+    """bob's devices signed in on either node are online for both; a device whose session
+    left is not; without Redis a node knows its own."""
+    require_redis()
+    one, two = two_nodes(database, address())
+    for r in (one, two):
+        r.bus.start()
+    try:
+        await connected(one, two)
+        phone, laptop = FakeSession("bob"), FakeSession("bob")
+        phone.device_id, laptop.device_id = b"p" * 16, b"l" * 16  # type: ignore[attr-defined]
+        await one.arrive(phone)
+        await two.arrive(laptop)
+        assert await one.devices_online("bob") == {b"p" * 16, b"l" * 16}
+        assert await two.devices_online("bob") == {b"p" * 16, b"l" * 16}
+        await two.leave(laptop)
+        assert await one.devices_online("bob") == {b"p" * 16}
+        await one.bus.stop()
+        assert await one.devices_online("bob") == {b"p" * 16}
+    finally:
+        await defer.DeferredList([one.stop(), two.stop()])
+
+
+@pytest_twisted.ensureDeferred
 async def test_presence_spans_nodes(database: Database) -> None:
     """bob's first session anywhere and his last one anywhere are what count: a second
     session on the other node is not "first", ending one of two is not "last"; online
