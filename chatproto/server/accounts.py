@@ -34,9 +34,9 @@ from chatproto.wire.errors import ErrorCode
 log = Logger()
 
 
-class SignOutRelay(Protocol):
-    """Carries sign-outs to the other nodes and knows their sessions' devices (the Redis
-    router of a node among several)."""
+class OtherNodes(Protocol):
+    """The other nodes of a deployment, as the account requests need them: they carry
+    sign-outs and know their sessions' devices (the Redis router implements it)."""
 
     def sign_out_elsewhere(self, name: str, device_id: bytes | None, reason: str) -> None:
         """Have the other nodes close the user's sessions (of ``device_id`` only, if
@@ -66,11 +66,11 @@ class AccountHandlers:
                          f.DeleteAccount: self.delete_account, f.DeviceList: self.device_list,
                          f.SignOutDevice: self.sign_out_device}
         #: The other nodes (None: this process serves everybody).
-        self.relay: SignOutRelay | None = None
+        self.relay: OtherNodes | None = None
 
-    def join(self, relay: SignOutRelay) -> None:
-        """Sign users out on the other nodes too, and close this node's sessions when
-        another node signs a user out."""
+    def join(self, relay: OtherNodes) -> None:
+        """Sign users out on the other nodes too, close this node's sessions when another
+        node signs a user out, and list the devices signed in on any node."""
         self.relay = relay
         relay.sign_outs(self.signed_out_elsewhere)
 
