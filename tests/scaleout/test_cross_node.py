@@ -9,10 +9,17 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor as _reactor
 
-from chatproto.client import Backoff, RegisterError, SigninError, connect, open_session
+from chatproto.client import (
+    Backoff,
+    ChatSession,
+    RegisterError,
+    SigninError,
+    connect,
+    open_session,
+)
 from chatproto.wire.errors import ErrorCode
 from tests.faults.conftest import PASSWORD, fast_session
-from tests.scaleout.nodes import EventRecorder, cluster
+from tests.scaleout.nodes import UNTIL_TIMEOUT, EventRecorder, cluster
 from tests.terminal.conftest import png_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -102,12 +109,13 @@ async def test_account_changes_sign_out_on_every_node(tmp_path: Path) -> None:
         await nodes.start(reactor)
         devices = {"phone": b"p" * 16, "laptop": b"l" * 16, "tablet": b"t" * 16}
         recs = {d: EventRecorder() for d in (*devices, "desk")}
-        sessions = {d: fast_session(reactor, nodes.nodes[i].port, "ann", nodes.fingerprint,
-                                    recs[d], device_id=devices[d])
-                    for i, d in enumerate(devices)}
+        sessions: dict[str, ChatSession] = {}
         try:
-            for s in sessions.values():
-                await s.wait_connected()
+            for i, d in enumerate(devices):  # the phone registers ann, then the others sign in
+                sessions[d] = fast_session(reactor, nodes.nodes[i].port, "ann",
+                                           nodes.fingerprint, recs[d], device_id=devices[d],
+                                           register=i == 0)
+                await sessions[d].wait_connected().addTimeout(UNTIL_TIMEOUT, reactor)
             phone = sessions["phone"]
             listed = {d.device_id: (d.online, d.current) for d in await phone.devices()}
             assert listed == {devices["phone"]: (True, True), devices["laptop"]: (True, False),
@@ -123,7 +131,7 @@ async def test_account_changes_sign_out_on_every_node(tmp_path: Path) -> None:
                 reactor, nodes.endpoint(1), "ann", new_password, listener=recs["desk"],
                 server_fingerprint=nodes.fingerprint, ping_interval=0,
                 backoff=Backoff(0.01, 0.05, 2))
-            await sessions["desk"].wait_connected()
+            await sessions["desk"].wait_connected().addTimeout(UNTIL_TIMEOUT, reactor)
             await phone.delete_account(new_password)
             await recs["desk"].until(lambda r: len(r.signed_out_reasons) == 1)
             assert "deleted" in recs["desk"].signed_out_reasons[0]
