@@ -2,12 +2,15 @@
 DELETE_ACCOUNT (the name is held back for a while), DEVICE_LIST and SIGN_OUT_DEVICE.
 
 Both password checks cost one Argon2id verification in the hasher's queue, like a sign-in.
-Sessions are signed out with a SIGNED_OUT message, then their connection is closed.
+Sessions are signed out with a SIGNED_OUT message, then their connection is closed: those on
+this node at once, those on the other nodes of a deployment (``--bus``) when the sign-out
+poke reaches them (:meth:`AccountHandlers.join`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -24,12 +27,30 @@ from chatproto.server.passwords import (
     password_policy_error,
 )
 from chatproto.server.refusals import RequestError
-from chatproto.storage.accounts import DeviceRow
 from chatproto.wire import feature_messages as f
 from chatproto.wire import messages as m
 from chatproto.wire.errors import ErrorCode
 
 log = Logger()
+
+
+class OtherNodes(Protocol):
+    """The other nodes of a deployment, as the account requests need them: they carry
+    sign-outs and know their sessions' devices (the Redis router implements it)."""
+
+    def sign_out_elsewhere(self, name: str, device_id: bytes | None, reason: str) -> None:
+        """Have the other nodes close the user's sessions (of ``device_id`` only, if
+        given)."""
+        ...
+
+    def sign_outs(self, signed_out: Callable[[str, bytes | None, str], None]) -> None:
+        """Call ``signed_out(name, device_id, reason)`` when another node signs a user
+        out."""
+        ...
+
+    def devices_online(self, name: str) -> Deferred[frozenset[bytes]]:
+        """The devices of ``name`` with a session on any node."""
+        ...
 
 
 class AccountHandlers:
@@ -44,6 +65,14 @@ class AccountHandlers:
         self.dispatch = {f.ChangePassword: self.change_password,
                          f.DeleteAccount: self.delete_account, f.DeviceList: self.device_list,
                          f.SignOutDevice: self.sign_out_device}
+        #: The other nodes (None: this process serves everybody).
+        self.relay: OtherNodes | None = None
+
+    def join(self, relay: OtherNodes) -> None:
+        """Sign users out on the other nodes too, close this node's sessions when another
+        node signs a user out, and list the devices signed in on any node."""
+        self.relay = relay
+        relay.sign_outs(self.signed_out_elsewhere)
 
     async def _check_password(self, conn: Connection, password: str) -> None:
         phc = await self.store.get_password_hash(conn.name)
@@ -56,12 +85,25 @@ class AccountHandlers:
             raise RequestError(ErrorCode.AUTH_FAILED, "the password is not right")
 
     def sign_out(self, conn: Connection, device_id: bytes | None, reason: str) -> int:
-        """Sign out the account's other sessions on this server (only those of
-        ``device_id`` if given); how many."""
+        """Sign out the account's other sessions (only those of ``device_id`` if given) on
+        this node, and have the other nodes sign out theirs; how many on this node."""
+        count = self._close(conn.name, conn, device_id, reason)
+        if self.relay is not None:
+            self.relay.sign_out_elsewhere(conn.name, device_id, reason)
+        return count
+
+    def signed_out_elsewhere(self, name: str, device_id: bytes | None, reason: str) -> None:
+        """Another node signed ``name`` out: close this node's sessions of it."""
+        count = self._close(name, None, device_id, reason)
+        if count:
+            log.info("{name}: {n} sessions signed out by another node", name=name, n=count)
+
+    def _close(self, name: str, keep: Connection | None, device_id: bytes | None,
+               reason: str) -> int:
         payload = m.encode_message(f.SignedOut(reason))
         count = 0
-        for session in self.chat.router.sessions(conn.name):
-            if (session is conn or not isinstance(session, Connection)
+        for session in self.chat.router.sessions(name):
+            if (session is keep or not isinstance(session, Connection)
                     or (device_id is not None and session.device_id != device_id)):
                 continue
             session.push(payload)
@@ -109,20 +151,20 @@ class AccountHandlers:
         conn.link.close()
 
     def device_list(self, conn: Connection, msg: f.DeviceList) -> Deferred[Any]:
-        d = self.store.features.accounts.devices(conn.name)
+        return defer.ensureDeferred(self._device_list(conn, msg))
 
-        def answer(rows: list[DeviceRow]) -> None:
-            online = {s.device_id for s in self.chat.router.sessions(conn.name)
-                      if isinstance(s, Connection)}
-            known = {row.device_id: row.acked_seq for row in rows}
-            for device in online - known.keys():
-                known[device] = 0  # signed in, nothing acknowledged yet
-            conn.send(f.Devices(msg.req, tuple(
-                f.DeviceInfo(device, device in online, device == conn.device_id, seq)
-                for device, seq in sorted(known.items())[: f.MAX_DEVICES])))
-
-        d.addCallback(answer)
-        return d
+    async def _device_list(self, conn: Connection, msg: f.DeviceList) -> None:
+        rows = await self.store.features.accounts.devices(conn.name)
+        online = {s.device_id for s in self.chat.router.sessions(conn.name)
+                  if isinstance(s, Connection)}
+        if self.relay is not None:  # the devices signed in on the other nodes too
+            online |= await self.relay.devices_online(conn.name)
+        known = {row.device_id: row.acked_seq for row in rows}
+        for device in online - known.keys():
+            known[device] = 0  # signed in, nothing acknowledged yet
+        conn.send(f.Devices(msg.req, tuple(
+            f.DeviceInfo(device, device in online, device == conn.device_id, seq)
+            for device, seq in sorted(known.items())[: f.MAX_DEVICES])))
 
     def sign_out_device(self, conn: Connection, msg: f.SignOutDevice) -> Deferred[Any]:
         if msg.device_id == conn.device_id:

@@ -6,15 +6,21 @@ The database is the truth; the bus only pokes (Synapse's model):
   the users it holds sessions of. After a commit, :meth:`RedisRouter.log_advanced` delivers to
   this node's sessions and publishes "the log of NAME reached N" (without the entry: the
   other node's streams read it from the database). Receipts, typing, presence and group
-  events (:meth:`RedisRouter.push`) travel as their encoded message.
+  events (:meth:`RedisRouter.push`) travel as their encoded message. An account change
+  (password changed, account deleted, a device signed out) travels as a sign-out poke
+  (:meth:`RedisRouter.sign_out_elsewhere`): every node holding sessions of that user closes
+  them (those of one device only, for a device sign-out). A sign-out that finds the bus down
+  is published when it is back (up to :data:`MAX_PENDING_SIGN_OUTS` of them).
 - **The bounded log check.** Every :data:`LOG_CHECK_INTERVAL` seconds the node reads the
   log position of every user it holds (one query) and tells their streams, so a lost poke
   costs at most that much latency, never a message, even with Redis down.
-- **Presence.** Each session is a member of the sorted set ``PREFIX p:NAME`` scored by its
-  expiry (now + the TTL, :data:`PRESENCE_TTL` by default), refreshed every third of it. A user is
-  online while a member has not expired. Every node sweeps expired members (of a node that
-  died) with one atomic script: the node whose sweep removes a user's last member records
-  their last seen (the dead node's last heartbeat) and announces them offline.
+- **Presence.** Each session is a member ``NODE/N/DEVICE-HEX`` of the sorted set
+  ``PREFIX p:NAME`` scored by its expiry (now + the TTL, :data:`PRESENCE_TTL` by default),
+  refreshed every third of it. A user is online while a member has not expired (and a
+  device while one of its members has: the device list spans the nodes). Every node
+  sweeps expired members (of a node that died) with one atomic script: the node whose
+  sweep removes a user's last member records their last seen (the dead node's last
+  heartbeat) and announces them offline.
 
 When Redis is down each node serves its own sessions: online answers are this node's,
 pushes reach this node's sessions, and cross-node messages arrive through the log check.
@@ -23,6 +29,7 @@ pushes reach this node's sessions, and cross-node messages arrive through the lo
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -56,6 +63,9 @@ SWEEP_BATCH = 200
 #: Poke kinds.
 POKE_LOG = 1
 POKE_PUSH = 2
+POKE_SIGN_OUT = 3
+#: Sign-outs kept while the bus is down, published when it is back (the oldest go first).
+MAX_PENDING_SIGN_OUTS = 10_000
 #: Largest body a log poke carries with its entry (larger ones, and images, are read from
 #: the database by the receiving stream).
 MAX_POKE_BODY = 16 * 1024
@@ -120,6 +130,11 @@ for i = 1, #expired, 2 do
   end
 end
 return gone
+"""
+
+# KEYS: the user's set. ARGV: now ms. Returns the user's live sessions.
+_MEMBERS = """
+return redis.call('zrangebyscore', KEYS[1], ARGV[1], '+inf')
 """
 
 # KEYS: users' sets. ARGV: now ms. Returns each user's live session count.
@@ -190,6 +205,11 @@ class RedisRouter:
         self._loops: list[task.LoopingCall] = []
         self.came_online: Callable[[str], None] = lambda name: None
         self.went_offline: Callable[[str, int], None] = lambda name, seen_ms: None
+        self.signed_out: Callable[[str, bytes | None, str], None] = (
+            lambda name, device_id, reason: None)
+        #: (channel, poke) of the sign-outs made while the bus was down.
+        self._pending_sign_outs: deque[tuple[bytes, bytes]] = deque(
+            maxlen=MAX_PENDING_SIGN_OUTS)
 
     # --- life ----------------------------------------------------------------------------------
 
@@ -218,6 +238,11 @@ class RedisRouter:
         self.came_online = came_online
         self.went_offline = went_offline
 
+    def sign_outs(self, signed_out: Callable[[str, bytes | None, str], None]) -> None:
+        """Who closes this node's sessions when another node signs a user out: called with
+        (name, device id or None for every device, reason)."""
+        self.signed_out = signed_out
+
     def _now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
 
@@ -235,7 +260,9 @@ class RedisRouter:
 
     def attach(self, conn: Routed) -> bool:
         first = self.local.attach(conn)
-        self._members[conn] = self._node_bytes + b"/" + str(next(self._ids)).encode()
+        device = getattr(conn, "device_id", b"") or b""
+        self._members[conn] = (self._node_bytes + b"/" + str(next(self._ids)).encode() + b"/"
+                               + device.hex().encode())
         if first:
             self.bus.subscribe(self._channel(conn.name))
         return first
@@ -283,9 +310,28 @@ class RedisRouter:
     # --- delivery ------------------------------------------------------------------------------
 
     def sessions(self, name: str) -> tuple[Routed, ...]:
-        """The user's sessions on THIS node (account changes sign out only these; sessions on
-        other nodes are not reached yet: see README, "Running several nodes")."""
+        """The user's sessions on THIS node (the other nodes' are reached by
+        :meth:`sign_out_elsewhere`)."""
         return self.local.sessions(name)
+
+    def sign_out_elsewhere(self, name: str, device_id: bytes | None, reason: str) -> None:
+        """Have every other node close the user's sessions (of ``device_id`` only, if given),
+        telling them ``reason``; this node closes its own."""
+        poke = msgpack.packb([POKE_SIGN_OUT, self.node, device_id, reason])
+        if self.bus.publish(self._channel(name), poke):
+            self.stats.pokes_sent += 1
+        else:
+            log.warn("node {node}: the bus is down; signing {name} out on the other nodes "
+                     "once it is back", node=self.node, name=name)
+            self._pending_sign_outs.append((self._channel(name), poke))
+
+    def _publish_pending_sign_outs(self) -> None:
+        while self._pending_sign_outs:
+            channel, poke = self._pending_sign_outs[0]
+            if not self.bus.publish(channel, poke):
+                return
+            self._pending_sign_outs.popleft()
+            self.stats.pokes_sent += 1
 
     def push(self, names: Iterable[str], payload: bytes) -> None:
         names = list(names)
@@ -330,6 +376,9 @@ class RedisRouter:
             self.local.log_advanced(name, int(poke[2]), entry if body else None, body)
         elif poke[0] == POKE_PUSH and isinstance(poke[2], bytes):
             self.local.push((name,), poke[2])
+        elif (poke[0] == POKE_SIGN_OUT and len(poke) == 4 and isinstance(poke[3], str)
+              and (poke[2] is None or isinstance(poke[2], bytes))):
+            self.signed_out(name, poke[2], poke[3])
 
     def check_logs(self) -> Deferred[Any] | None:
         """Tell every stream of this node its user's log position (the bounded check)."""
@@ -380,6 +429,29 @@ class RedisRouter:
     def online_count(self) -> int:
         return self.local.online_count()
 
+    def devices_online(self, name: str) -> Deferred[frozenset[bytes]]:
+        """The devices of ``name`` with a live session on any node (this node's only, if
+        Redis does not answer)."""
+        here = frozenset(d for d in (getattr(conn, "device_id", b"")
+                                     for conn in self.local.sessions(name)) if d)
+        d = self.bus.run_script(_MEMBERS, [self._key(name)], [self._now_ms()])
+        if d is None:
+            return defer.succeed(here)
+
+        def parse(members: list[bytes]) -> frozenset[bytes]:
+            devices = set(here)
+            for member in members:
+                try:
+                    device = bytes.fromhex(member.rsplit(b"/", 1)[1].decode())
+                except (IndexError, ValueError):
+                    continue
+                if device:
+                    devices.add(device)
+            return frozenset(devices)
+
+        d.addCallback(parse)
+        return self._answer(d, here)
+
     def heartbeat(self) -> Deferred[Any] | None:
         """Refresh this node's sessions in Redis, then sweep expired ones (any node's)."""
         if not self.bus.connected:
@@ -428,5 +500,7 @@ class RedisRouter:
         d.addErrback(lambda f: log.failure("recording last seen", f))
 
     def _bus_up(self) -> None:
-        """(Re)connected: put this node's sessions back at once (Redis may have restarted)."""
+        """(Re)connected: put this node's sessions back at once (Redis may have restarted),
+        and publish the sign-outs made meanwhile."""
         self.heartbeat()
+        self._publish_pending_sign_outs()

@@ -185,6 +185,8 @@ class ChatService(service.MultiService):
                                  store=ChatStore(database, files=files), hasher=hasher,
                                  limits=limits, versions=versions, router=self.cluster,
                                  features=features)
+        if self.cluster is not None:
+            self.server.features.accounts.join(self.cluster)
         self.factory = ChatServerFactory(self.server)
         #: (what, endpoint, factory) for every listener, opened once the database is ready.
         self.endpoints: list[tuple[str, Any, Any]] = [

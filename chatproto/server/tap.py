@@ -20,7 +20,7 @@ from twisted.internet import endpoints
 from twisted.logger import globalLogPublisher, jsonFileLogObserver
 from twisted.python import usage
 
-from chatproto.server import web, workers
+from chatproto.server import node_log, web, workers
 from chatproto.server.bus import BusAddress, check_node_name, default_node_name
 from chatproto.server.feature_settings import (
     DEFAULT_EDIT_WINDOW_MS,
@@ -392,6 +392,8 @@ def makeService(options: Options) -> ChatService | workers.WorkerSupervisor:
     with --workers, the supervisor of that many of them."""
     from twisted.internet import reactor
 
+    if options.bus is not None:  # a node among several (or their supervisor): name the lines
+        node_log.install(options.node_name)
     if options["workers"] > 1:
         try:  # created once here, not raced by the workers
             load_or_create_identity(options["identity"])

@@ -102,13 +102,15 @@ class Cluster:
 
 @contextlib.contextmanager
 def cluster(tmp_path: Path, count: int = 3, bus: str | None = None,
-            extra_args: tuple[str, ...] = ()) -> Iterator[Cluster]:
-    """Nodes on a fresh PostgreSQL schema and, unless ``bus`` is given, the machine's Redis
-    with a prefix of this test's own."""
+            extra_args: tuple[str, ...] = (), database: str | None = None) -> Iterator[Cluster]:
+    """Nodes on a fresh schema of the shared PostgreSQL (or on ``database``, a URI used as
+    it is) and, unless ``bus`` is given, the machine's Redis with a prefix of this test's
+    own."""
     if bus is None:
         require_redis()
         bus = f"redis://127.0.0.1:6379/0?prefix=chatproto-test-{uuid.uuid4().hex[:12]}:"
-    with database_for("postgres", tmp_path) as uri:
+    with (contextlib.nullcontext(database) if database is not None
+          else database_for("postgres", tmp_path)) as uri:
         nodes = Cluster(tmp_path, uri, bus, count, extra_args)
         try:
             yield nodes
@@ -125,6 +127,7 @@ class EventRecorder(Recorder):
         self.typing: list[m.TypingEvent] = []
         self.presence: list[m.PresenceEvent] = []
         self.images: list[bytes] = []
+        self.signed_out_reasons: list[str] = []
 
     def message_received(self, deliver: m.Deliver, image: bytes | None) -> None:
         if image is not None:
@@ -147,6 +150,10 @@ class EventRecorder(Recorder):
 
     def presence_changed(self, event: m.PresenceEvent) -> None:
         self.presence.append(event)
+        self._check()
+
+    def signed_out(self, reason: str) -> None:
+        self.signed_out_reasons.append(reason)
         self._check()
 
 

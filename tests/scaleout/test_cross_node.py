@@ -9,8 +9,17 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor as _reactor
 
-from tests.faults.conftest import fast_session
-from tests.scaleout.nodes import EventRecorder, cluster
+from chatproto.client import (
+    Backoff,
+    ChatSession,
+    RegisterError,
+    SigninError,
+    connect,
+    open_session,
+)
+from chatproto.wire.errors import ErrorCode
+from tests.faults.conftest import PASSWORD, fast_session
+from tests.scaleout.nodes import UNTIL_TIMEOUT, EventRecorder, cluster
 from tests.terminal.conftest import png_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -22,7 +31,8 @@ async def test_three_nodes(tmp_path: Path) -> None:
     group of the three delivers every message to the two other nodes; ben's read receipt
     and typing reach ann; presence queries see users of other nodes online; cat leaving
     node3 tells ann and ben (offline with a last seen); an image crosses nodes; a message
-    sent while cat is offline reaches cat when cat comes back on node2, which tells ann."""
+    sent while cat is offline reaches cat when cat comes back on node2, which tells ann.
+    Every line the nodes logged carries the node's name."""
     reactor = _reactor
     with cluster(tmp_path) as nodes:
         await nodes.start(reactor)
@@ -79,3 +89,85 @@ async def test_three_nodes(tmp_path: Path) -> None:
         finally:
             for s in sessions.values():
                 await s.close()
+        # every log line of a node (twistd's, Twisted's and ours) names the node
+        for i, node in enumerate(nodes.nodes, 1):
+            lines = [line for line in node.logs().splitlines() if line[:4].isdigit()]
+            assert len(lines) > 10
+            assert [line for line in lines if f" [node{i} " not in line] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_account_changes_sign_out_on_every_node(tmp_path: Path) -> None:
+    """ann's phone is on node1, her laptop on node2, her tablet on node3: the phone's device
+    list shows all three online. Signing the laptop out from the phone closes the laptop
+    only; changing the password on the phone closes the
+    tablet (node3); deleting the account from the phone closes a session signed in on node2
+    with the new password. Each closed session got SIGNED_OUT with the reason first."""
+    reactor = _reactor
+    new_password = "a new password for ann"
+    with cluster(tmp_path) as nodes:
+        await nodes.start(reactor)
+        devices = {"phone": b"p" * 16, "laptop": b"l" * 16, "tablet": b"t" * 16}
+        recs = {d: EventRecorder() for d in (*devices, "desk")}
+        sessions: dict[str, ChatSession] = {}
+        try:
+            for i, d in enumerate(devices):  # the phone registers ann, then the others sign in
+                sessions[d] = fast_session(reactor, nodes.nodes[i].port, "ann",
+                                           nodes.fingerprint, recs[d], device_id=devices[d],
+                                           register=i == 0)
+                await sessions[d].wait_connected().addTimeout(UNTIL_TIMEOUT, reactor)
+            phone = sessions["phone"]
+            listed = {d.device_id: (d.online, d.current) for d in await phone.devices()}
+            assert listed == {devices["phone"]: (True, True), devices["laptop"]: (True, False),
+                              devices["tablet"]: (True, False)}
+            await phone.sign_out_device(devices["laptop"])
+            await recs["laptop"].until(lambda r: len(r.signed_out_reasons) == 1)
+            assert "another device" in recs["laptop"].signed_out_reasons[0]
+            await phone.change_password(PASSWORD, new_password)
+            await recs["tablet"].until(lambda r: len(r.signed_out_reasons) == 1)
+            assert "password" in recs["tablet"].signed_out_reasons[0]
+            assert recs["laptop"].signed_out_reasons == [recs["laptop"].signed_out_reasons[0]]
+            sessions["desk"] = open_session(
+                reactor, nodes.endpoint(1), "ann", new_password, listener=recs["desk"],
+                server_fingerprint=nodes.fingerprint, ping_interval=0,
+                backoff=Backoff(0.01, 0.05, 2))
+            await sessions["desk"].wait_connected().addTimeout(UNTIL_TIMEOUT, reactor)
+            await phone.delete_account(new_password)
+            await recs["desk"].until(lambda r: len(r.signed_out_reasons) == 1)
+            assert "deleted" in recs["desk"].signed_out_reasons[0]
+            assert recs["phone"].signed_out_reasons == []
+        finally:
+            for s in sessions.values():
+                await s.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_login_limits_hold_across_nodes(tmp_path: Path) -> None:
+    """With --registrations-per-ip 3 and --ip-failures 3 on every node, the counters are the
+    deployment's, not a node's: three registrations from one address on three nodes use the
+    allowance up (a fourth, on node1, is refused with TRY_LATER), and three failed sign-ins
+    on three nodes use that one up (a fourth attempt, on node2, is refused with TRY_LATER,
+    even with the right password: the counter is checked before any hashing)."""
+    reactor = _reactor
+    limits = ("--registrations-per-ip", "3", "--ip-failures", "3")
+    with cluster(tmp_path, extra_args=limits) as nodes:
+        await nodes.start(reactor)
+
+        async def attempt(node: int, register: bool, name: str, password: str) -> int:
+            """One attempt on a fresh connection: 0 if it succeeded, else the error code."""
+            client = await connect(reactor, nodes.endpoint(node),
+                                   server_fingerprint=nodes.fingerprint)
+            try:
+                await (client.register(name, password) if register
+                       else client.signin(name, password))
+                return 0
+            except (RegisterError, SigninError) as e:
+                return int(e.code)
+            finally:
+                await client.close()
+
+        assert [await attempt(i, True, f"user{i}", PASSWORD) for i in range(3)] == [0, 0, 0]
+        assert await attempt(0, True, "user3", PASSWORD) == ErrorCode.TRY_LATER
+        wrong = [await attempt(i, False, "user0", "not the password") for i in range(3)]
+        assert wrong == [ErrorCode.AUTH_FAILED] * 3
+        assert await attempt(1, False, "user0", PASSWORD) == ErrorCode.TRY_LATER

@@ -128,6 +128,30 @@ async def test_pokes_and_pushes_reach_the_other_node(database: Database) -> None
 
 
 @pytest_twisted.ensureDeferred
+async def test_devices_online_span_nodes(database: Database) -> None:
+    """bob's devices signed in on either node are online for both; a device whose session
+    left is not; without Redis a node knows its own."""
+    require_redis()
+    one, two = two_nodes(database, address())
+    for r in (one, two):
+        r.bus.start()
+    try:
+        await connected(one, two)
+        phone, laptop = FakeSession("bob"), FakeSession("bob")
+        phone.device_id, laptop.device_id = b"p" * 16, b"l" * 16  # type: ignore[attr-defined]
+        await one.arrive(phone)
+        await two.arrive(laptop)
+        assert await one.devices_online("bob") == {b"p" * 16, b"l" * 16}
+        assert await two.devices_online("bob") == {b"p" * 16, b"l" * 16}
+        await two.leave(laptop)
+        assert await one.devices_online("bob") == {b"p" * 16}
+        await one.bus.stop()
+        assert await one.devices_online("bob") == {b"p" * 16}
+    finally:
+        await defer.DeferredList([one.stop(), two.stop()])
+
+
+@pytest_twisted.ensureDeferred
 async def test_presence_spans_nodes(database: Database) -> None:
     """bob's first session anywhere and his last one anywhere are what count: a second
     session on the other node is not "first", ending one of two is not "last"; online
@@ -187,6 +211,45 @@ async def test_a_dead_nodes_users_go_offline_with_their_last_heartbeat(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_user_still_on_a_live_node_stays_online_when_another_dies(
+        database: Database) -> None:
+    """bob has a session on node2 and one on node3; node2 dies. Once its session expired,
+    node1's sweep removes it but reports nothing (node3 keeps bob's member fresh): bob is
+    still online and his last seen is not touched; when node3's session leaves, bob is
+    offline."""
+    require_redis()
+    clock = task.Clock()
+    clock.advance(2_000_000)
+    addr = address()
+    one, two, three = (RedisRouter(_reactor, addr, f"node{i}", database, presence_ttl=3.0,
+                                   clock=clock) for i in (1, 2, 3))
+    offline: list[tuple[str, int]] = []
+    one.presence_changes(lambda name: None, lambda name, seen: offline.append((name, seen)))
+    for r in (one, two, three):
+        r.bus.start()
+    try:
+        await connected(one, two, three)
+        bob3 = FakeSession("bob")
+        assert await two.arrive(FakeSession("bob")) is True
+        assert await three.arrive(bob3) is False
+        await two.stop()  # dies
+        for _ in range(3):
+            clock.advance(1.5)
+            await three.heartbeat()
+            await one.heartbeat()
+        sessions = await one.bus.run_script(
+            "return redis.call('zcard', KEYS[1])", [addr.prefix + b"p:bob"], [])
+        assert sessions == 1  # node2's expired member was swept, node3's stays
+        assert offline == [] and await one.online(["bob"]) == frozenset({"bob"})
+        user = await ChatStore(database).get_user("bob")
+        assert user is not None and user.last_seen_ms in (None, 0)
+        assert await three.leave(bob3) is True
+        assert await one.online(["bob"]) == frozenset()
+    finally:
+        await defer.DeferredList([one.stop(), two.stop(), three.stop()])
+
+
+@pytest_twisted.ensureDeferred
 async def test_without_redis_the_log_check_delivers(database: Database) -> None:
     """With the bus unreachable a log advance still reaches this node's sessions, presence
     answers from this node, and the periodic log check tells bob's stream the log position
@@ -234,3 +297,68 @@ async def test_a_password_protected_bus(database: Database, tmp_path: Path) -> N
     finally:
         await defer.DeferredList([one.stop(), two.stop()])
         redis.kill()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sign_outs_reach_the_other_node(database: Database) -> None:
+    """A sign-out on node1 (the whole account, then one device) reaches node2, which holds
+    a session of bob, with its device and reason; node1 does not hear its own; a sign-out of
+    a user node2 holds no session of does not reach node2."""
+    require_redis()
+    one, two = two_nodes(database, address())
+    heard: dict[str, list[tuple[str, bytes | None, str]]] = {"one": [], "two": []}
+    one.sign_outs(lambda *args: heard["one"].append(args))
+    two.sign_outs(lambda *args: heard["two"].append(args))
+    for r in (one, two):
+        r.bus.start()
+    try:
+        await connected(one, two)
+        one.attach(FakeSession("bob"))
+        two.attach(FakeSession("bob"))
+        await two.bus.run_script("return 1", [], [])  # SUBSCRIBE went out before this
+        one.sign_out_elsewhere("ann", None, "nobody on node2")
+        one.sign_out_elsewhere("bob", None, "the password was changed")
+        one.sign_out_elsewhere("bob", b"\7" * 16, "signed out by another device")
+        for _ in range(int(WAIT / 0.02)):
+            if len(heard["two"]) == 2:
+                break
+            await task.deferLater(_reactor, 0.02, lambda: None)  # the pokes' arrival
+        assert heard["two"] == [("bob", None, "the password was changed"),
+                                ("bob", b"\7" * 16, "signed out by another device")]
+        assert heard["one"] == []
+        assert one.stats.pokes_sent == 3 and two.stats.pokes_received == 2
+    finally:
+        await defer.DeferredList([one.stop(), two.stop()])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_sign_out_made_while_the_bus_is_down_goes_out_when_it_is_back(
+        database: Database) -> None:
+    """node1 loses the bus and signs bob out meanwhile: nothing is lost; once node1 is
+    connected again, node2 (connected all along) hears it, once."""
+    require_redis()
+    one, two = two_nodes(database, address())
+    heard: list[tuple[str, bytes | None, str]] = []
+    two.sign_outs(lambda *args: heard.append(args))
+    for r in (one, two):
+        r.bus.start()
+    try:
+        await connected(one, two)
+        two.attach(FakeSession("bob"))
+        await two.bus.run_script("return 1", [], [])  # SUBSCRIBE went out before this
+        await one.bus.stop()
+        assert not one.bus.connected
+        one.sign_out_elsewhere("bob", None, "the account was deleted")
+        assert one.stats.pokes_sent == 0
+        one.bus.start()
+        await connected(one)
+        for _ in range(int(WAIT / 0.02)):
+            if heard:
+                break
+            await task.deferLater(_reactor, 0.02, lambda: None)  # the poke's arrival
+        assert heard == [("bob", None, "the account was deleted")]
+        assert one.stats.pokes_sent == 1
+        one._bus_up()  # noqa: SLF001 - as after another reconnection: nothing goes again
+        assert one.stats.pokes_sent == 1 and len(heard) == 1
+    finally:
+        await defer.DeferredList([one.stop(), two.stop()])

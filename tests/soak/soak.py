@@ -114,14 +114,19 @@ class Soak:
         conversation, print the counts; whether nothing was lost, doubled or reordered."""
         a = self.args
         send_secs = time.monotonic() - start
-        settle = self.reactor.callLater(a.settle_timeout, self.give_up)
-        await defer.DeferredList(self.pending, consumeErrors=True)
-        for n in self.names:
-            await self.recs[n].until(lambda r, n=n: self.all_received(n))
-        if settle.active():
-            settle.cancel()
-        tally = await self.check()
+        gave_up: Deferred[None] = Deferred()
+        settle = self.reactor.callLater(a.settle_timeout, self.give_up, gave_up)
+        await defer.DeferredList([defer.ensureDeferred(self.settled()), gave_up],
+                                 fireOnOneCallback=True, consumeErrors=True)
         total = sum(self.sent.values())
+        if not settle.active():  # gave up: the clients stop, the processes are ended
+            print(f"seconds={send_secs:.0f} clients={a.clients} {where} sent={total} "
+                  f"acked={len(self.acks)} {faults} settled=no")
+            for s in self.sessions.values():
+                await s.close()
+            return False
+        settle.cancel()
+        tally = await self.check()
         print(f"seconds={send_secs:.0f} clients={a.clients} {where} sent={total} "
               f"acked={len(self.acks)} {faults} "
               f"connections={sum(s.connections for s in self.sessions.values())} "
@@ -136,11 +141,19 @@ class Soak:
             await s.close()
         return tally.ok() and not self.failures and len(self.acks) == total
 
-    def give_up(self) -> None:
+    async def settled(self) -> None:
+        """Every send answered and every acknowledged message shown to its recipients."""
+        await defer.DeferredList(self.pending, consumeErrors=True)
+        for n in self.names:
+            await self.recs[n].until(lambda r, n=n: self.all_received(n))
+
+    def give_up(self, gave_up: Deferred[None]) -> None:
+        """The settle timeout passed: say what is left, and stop waiting (the run fails and
+        its processes are ended, rather than the reactor stopping under them)."""
         print("gave up waiting for the clients to settle", file=sys.stderr)
         print(f"outboxes: {[len(s.outbox) for s in self.sessions.values()]}", file=sys.stderr)
         print(f"states: {[s.state for s in self.sessions.values()]}", file=sys.stderr)
-        self.reactor.stop()
+        gave_up.callback(None)
 
     def send_one(self, sender: str) -> None:
         if not self.sending:
