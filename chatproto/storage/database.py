@@ -59,6 +59,19 @@ class StorageUnavailable(Exception):
     """The database cannot be reached (or a commit's outcome is unknown); try again later."""
 
 
+class _PooledConnection(adbapi.Connection):
+    """adbapi's pooled connection, but a failure to connect is :class:`StorageUnavailable`
+    (it happens before any interaction runs, e.g. a pool thread's first use while the
+    database is down), not the driver's own error."""
+
+    def reconnect(self) -> None:
+        try:
+            super().reconnect()
+        except Exception as exc:
+            raise StorageUnavailable(
+                f"cannot connect to the database ({type(exc).__name__})") from exc
+
+
 class Transaction:
     """A cursor wrapper handed to interaction functions.
 
@@ -192,6 +205,7 @@ class Database:
         """Open the pool (if needed) and apply pending migrations."""
         if self._pool is None:
             self._pool = self.engine.make_pool()
+            self._pool.connectionFactory = _PooledConnection
         return Deferred.fromCoroutine(self._migrate())
 
     def close(self) -> None:

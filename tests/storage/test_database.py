@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from chatproto.storage.database import (
     MigrationError,
     PostgresEngine,
     SqliteEngine,
+    StorageUnavailable,
     Transaction,
     find_migrations,
     split_sql_script,
@@ -191,6 +193,21 @@ def test_run_interaction_requires_start() -> None:
 
 
 # -- migrations -------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_database_that_cannot_be_reached_is_storage_unavailable() -> None:
+    """Opening a pool connection fails before any interaction runs (the database is down):
+    the caller gets StorageUnavailable (a 5xx the client retries), not the driver's error."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once the socket is closed
+    db = Database.from_uri(f"postgresql://postgres@127.0.0.1:{port}/test")
+    try:
+        with pytest.raises(StorageUnavailable, match="cannot connect to the database"):
+            await db.start()
+    finally:
+        db.close()
 
 
 @pytest_twisted.ensureDeferred
