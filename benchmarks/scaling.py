@@ -19,8 +19,8 @@ and Redis on 127.0.0.1:6379 (a key prefix per scenario). Scenarios, each with a 
 * ``same`` / ``cross``: two nodes on two ports, 50 pairs one in flight, both nodes loaded
   alike; in ``same`` both partners of a pair are on one node (pairs alternate between the
   nodes), in ``cross`` they are on different nodes. Only where the partners are differs, so
-  the ratio is the cost of crossing nodes (the poke), not of a second writer on the database. p99 of send ->
-  Deliver (target: cross <= 1.5 x same).
+  the ratio is the cost of crossing nodes, not of a second writer on the database. p99 of
+  send -> Deliver (target: cross <= 1.5 x same).
 
 The load generator is benchmarks/loadgen.py, run in a subprocess of this script's own
 ``--loadgen`` mode, which only changes where each client connects (``--ports``) and whose CPU
