@@ -8,6 +8,12 @@ log check). Nothing waits for Redis to come back.
 The Redis client is txredisapi (pinned in setup.cfg): it runs on the Twisted reactor and
 reconnects through ``ClientService`` with an exponential backoff (1 s growing to
 :data:`MAX_RECONNECT_DELAY`). Values travel as bytes (``charset=None``).
+
+txredisapi parses replies with hiredis (redis-py's C reader, also pinned) when it can import
+it, and we require that: its pure-Python parser hands over one bulk reply per reactor
+iteration (it pauses the socket and re-queues the rest of the buffer with ``callLater(0)``),
+so a burst of pokes queued behind a busy reactor took hundreds of milliseconds to drain.
+With hiredis every reply in a read is handled in that read.
 """
 
 from __future__ import annotations
@@ -19,12 +25,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import hiredis  # noqa: F401 - txredisapi parses with it when importable (see above)
 import txredisapi
 from twisted.internet import defer, endpoints
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 log = Logger()
+
+if not issubclass(txredisapi.SubscriberProtocol, txredisapi.HiredisProtocol):
+    raise ImportError("txredisapi did not pick up hiredis; the bus needs its reply parser")
 
 #: Longest wait between two reconnection attempts (seconds).
 MAX_RECONNECT_DELAY = 5.0

@@ -159,7 +159,7 @@ class Connection:
         self.session_id = b""
         #: The requests waiting for an answer: a set while there are any, else NO_REQUESTS.
         self.in_flight: set[Deferred[Any]] | frozenset[Deferred[Any]] = NO_REQUESTS
-        self.stream = DeliveryStream(self, services.store, services.stats)
+        self.stream = DeliveryStream(self, services.store, services.stats, services.clock)
         #: The router tells the stream directly that the user's log advanced.
         self.log_advanced: Callable[[int, LogEntry | None, bytes | None], None] = (
             self.stream.log_advanced)
@@ -431,6 +431,7 @@ class Connection:
         for call in (self._ping, self._pong_deadline):
             if call is not None and call.active():
                 call.cancel()
+        self.stream.stop()
         self.ticket.release()
         self._lost = True
         waiters, self._lost_waiters = self._lost_waiters, None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer
@@ -19,6 +20,13 @@ log = Logger()
 
 #: Log entries read per query when replaying a user's log.
 REPLAY_PAGE = 200
+#: Seconds a live entry that arrived ahead of a gap waits for the entries before it (another
+#: node's commit whose poke is on its way) before the stream reads the log instead.
+GAP_WAIT = 0.05
+#: At most this many entries, and this many bytes of their bodies, wait for a gap to fill;
+#: beyond either bound the stream drops them and reads the log.
+MAX_HELD_ENTRIES = 8
+MAX_HELD_BYTES = 64 * 1024
 
 
 class StreamOwner(TypingProtocol):
@@ -98,18 +106,31 @@ class DeliveryStream:
     the log again, so the seam between replay and live delivery has neither a gap nor a
     duplicate.
 
+    With several nodes a user's log is written by each node their partners are on, and this
+    node hears of its own commits before the pokes of another node's earlier ones: entry
+    N + 1 arrives before N. Such an entry is held (up to :data:`MAX_HELD_ENTRIES` and
+    :data:`MAX_HELD_BYTES`) for :data:`GAP_WAIT` seconds; when N arrives both go out in order,
+    with no read. If the gap is still open then, or a bound is reached, the held entries are
+    dropped and the stream reads the log from its cursor, as for any other gap.
+
     While the owner's write buffer is above its high-water mark (``write_blocked``) nothing is
     sent: a replay stops between entries and live entries are left in the log; :meth:`resume`
     reads the log from the cursor once the buffer drained. The log is the buffer.
     """
 
-    __slots__ = ("dirty", "live", "owner", "reading", "sent_seq", "started", "stats", "store",
-                 "sync_req")
+    __slots__ = ("_gap_timer", "_held", "_held_bytes", "clock", "dirty", "live", "owner",
+                 "reading", "sent_seq", "started", "stats", "store", "sync_req")
 
-    def __init__(self, owner: StreamOwner, store: ChatStore, stats: ServerStats) -> None:
+    def __init__(self, owner: StreamOwner, store: ChatStore, stats: ServerStats,
+                 clock: Any) -> None:
         self.owner = owner
         self.store = store
         self.stats = stats
+        self.clock = clock
+        #: Live entries that arrived ahead of a gap, by user_seq (None while there are none).
+        self._held: dict[int, tuple[LogEntry, bytes]] | None = None
+        self._held_bytes = 0
+        self._gap_timer: Any = None  # an IDelayedCall
         self.sent_seq = 0
         self.started = False
         self.live = False
@@ -138,14 +159,74 @@ class DeliveryStream:
         if not self.live or user_seq <= self.sent_seq:
             return
         if self.owner.write_blocked:
-            self.dirty = True  # resume() reads it from the log
+            self._drop_held()  # resume() reads it from the log
+            self.dirty = True
             return
-        if user_seq == self.sent_seq + 1 and entry is not None and body is not None:
-            self.sent_seq = user_seq
-            send_entry(self.owner, user_seq, entry, body)
-            return
+        if entry is not None and body is not None:
+            if user_seq == self.sent_seq + 1:
+                self.sent_seq = user_seq
+                send_entry(self.owner, user_seq, entry, body)
+                if self._held is not None:
+                    self._send_held()
+                return
+            if self._hold(user_seq, entry, body):
+                return
+        self._read_instead()
+
+    def _hold(self, user_seq: int, entry: LogEntry, body: bytes) -> bool:
+        """Keep an entry that arrived ahead of a gap (False: a bound says read instead)."""
+        held = self._held
+        if held is None:
+            held = self._held = {}
+        if len(held) >= MAX_HELD_ENTRIES or self._held_bytes + len(body) > MAX_HELD_BYTES:
+            return False
+        if user_seq not in held:
+            held[user_seq] = (entry, body)
+            self._held_bytes += len(body)
+        if self._gap_timer is None:
+            self._gap_timer = self.clock.callLater(GAP_WAIT, self._gap_timed_out)
+        return True
+
+    def _send_held(self) -> None:
+        """Send the held entries that now follow the cursor; forget those behind it."""
+        held = self._held
+        assert held is not None
+        while (nxt := held.pop(self.sent_seq + 1, None)) is not None:
+            if self.owner.write_blocked or self.owner.closed:
+                self._read_instead()
+                return
+            self.sent_seq += 1
+            self.stats.gap_entries_held += 1
+            send_entry(self.owner, self.sent_seq, *nxt)
+        for seq in [s for s in held if s <= self.sent_seq]:
+            del held[seq]
+        if held:
+            self._held_bytes = sum(len(body) for _, body in held.values())
+        else:
+            self._drop_held()
+
+    def _drop_held(self) -> None:
+        self._held = None
+        self._held_bytes = 0
+        if self._gap_timer is not None:
+            if self._gap_timer.active():
+                self._gap_timer.cancel()
+            self._gap_timer = None
+
+    def _gap_timed_out(self) -> None:
+        self._gap_timer = None
+        if self._held is not None:
+            self.stats.gap_reads += 1
+            self._read_instead()
+
+    def _read_instead(self) -> None:
+        """Read the log from the cursor (what is held is in it: :meth:`_pump` drops it)."""
         self.dirty = True
         self._pump()
+
+    def stop(self) -> None:
+        """The connection ended: drop what is held (it stays in the log)."""
+        self._drop_held()
 
     def resume(self) -> None:
         """The owner's write buffer drained: send what the log holds beyond the cursor."""
@@ -153,7 +234,8 @@ class DeliveryStream:
             self._pump()
 
     def _pump(self) -> None:
-        if self.reading:
+        self._drop_held()  # the read covers it
+        if self.reading or self.owner.closed:
             return
         self.reading = True
         self.stats.replaying += 1

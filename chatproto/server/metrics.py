@@ -38,6 +38,10 @@ class ServerStats:
         self.errors: Counter[str] = Counter()
         #: Delivery streams reading their user's log from the database now.
         self.replaying = 0
+        #: Live entries that arrived ahead of a gap and went out once it filled (no read).
+        self.gap_entries_held = 0
+        #: Gaps that stayed open for the whole wait, so the stream read the log.
+        self.gap_reads = 0
 
 
 #: Upper bounds (seconds) of the cross-node delivery latency histogram.
@@ -178,6 +182,12 @@ class ChatCollector:
         yield GaugeMetricFamily("chatproto_delivery_replays",
                                 "Sessions replaying their log from the database",
                                 value=stats.replaying)
+        yield CounterMetricFamily("chatproto_delivery_gap_entries_held",
+                                  "Live entries held until the gap before them filled",
+                                  value=stats.gap_entries_held)
+        yield CounterMetricFamily("chatproto_delivery_gap_reads",
+                                  "Gaps still open after the wait, read from the log",
+                                  value=stats.gap_reads)
 
 
 def _labelled(name: str, doc: str, label: str, counts: Counter[str]) -> CounterMetricFamily:
