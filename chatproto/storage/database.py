@@ -25,6 +25,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatproto.storage.engines import SQLITE_MIN_VERSION as SQLITE_MIN_VERSION
 from chatproto.storage.engines import Engine as Engine
@@ -369,7 +370,8 @@ class GroupCommitter:
     queue is written at once; while one is, new operations wait and go together in the next
     transaction, at most ``max_batch`` of them. So an idle server commits each write alone
     (no added delay) and a busy one amortises the commit over many: the wait is bounded by
-    one transaction, and the batch by ``max_batch``.
+    one transaction, and the batch by ``max_batch``. The next transaction starts as soon as
+    one commits, before that one's waiters run, so the database and the reactor overlap.
 
     A function with a ``batch`` attribute is called once for a run of consecutive operations
     of that function, as ``fn.batch(txn, [args, ...])``, returning ``(ok, value)`` per
@@ -439,24 +441,24 @@ class GroupCommitter:
         ops = [(fn, args) for fn, args, _ in batch]
         d = self.db.run_interaction("group commit", self._run_batch, ops)
 
-        def committed(results: list[tuple[bool, Any]]) -> None:
-            for (_, _, waiter), (ok, value) in zip(batch, results, strict=True):
+        def finished(outcome: list[tuple[bool, Any]] | Failure) -> None:
+            # The next transaction starts before this one's waiters run: the database works
+            # on it while the reactor answers and fans out this one (what the waiters submit
+            # goes in the transaction after it).
+            self._writing = False
+            if self._queue:
+                self._write()
+            if isinstance(outcome, Failure):
+                for _, _, waiter in batch:
+                    waiter.errback(outcome)
+                return
+            for (_, _, waiter), (ok, value) in zip(batch, outcome, strict=True):
                 if ok:
                     waiter.callback(value)
                 else:
                     waiter.errback(value)
 
-        def failed(f: Any) -> None:
-            for _, _, waiter in batch:
-                waiter.errback(f)
-
-        def next_batch(_: object) -> None:
-            self._writing = False
-            if self._queue:
-                self._write()
-
-        d.addCallbacks(committed, failed)
-        d.addBoth(next_batch)
+        d.addBoth(finished)
 
     def _run_batch(self, txn: Transaction,
                    ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[tuple[bool, Any]]:
