@@ -225,7 +225,8 @@ def scenario_placement(workdir: Path, key: Path, duration: float, *, warmup: flo
                        pairs: int = 50, rounds: int = 1, logdir: Path | None = None,
                        record: Record) -> None:
     """``same`` and ``cross``: two nodes, one in flight; both partners of a pair on one node
-    (pairs alternate between the nodes), or on different nodes."""
+    (pairs alternate between the nodes), or on different nodes; ``rounds`` of each, in
+    turn."""
     schema = Schema()
     bus = f"{REDIS}?prefix=bench-{uuid.uuid4().hex[:8]}:"
     nodes = [Server(workdir, f"n{i}", schema.uri, bus, key, [], logdir) for i in (1, 2)]
@@ -235,8 +236,10 @@ def scenario_placement(workdir: Path, key: Path, duration: float, *, warmup: flo
         pids = [n.proc.pid for n in nodes]
         ports = [n.port for n in nodes]
         params = {"pairs": pairs, "window": 1, "warmup": warmup, "duration": duration}
-        for placement in ("same", "cross"):
-            for rnd in range(rounds):
+        # Rounds alternate (same, cross, same, ...): the tables grow as the rounds go, and
+        # each placement gets its share of early and late rounds.
+        for rnd in range(rounds):
+            for placement in ("same", "cross"):
                 measure(record, placement, rnd, ports, pids, params,
                         f"p{placement[0]}{rnd}x", placement)
     finally:

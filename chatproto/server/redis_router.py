@@ -12,8 +12,9 @@ The database is the truth; the bus only pokes (Synapse's model):
   them (those of one device only, for a device sign-out). A sign-out that finds the bus down
   is published when it is back (up to :data:`MAX_PENDING_SIGN_OUTS` of them).
 - **The bounded log check.** Every :data:`LOG_CHECK_INTERVAL` seconds the node reads the
-  log position of every user it holds (one query) and tells their streams, so a lost poke
-  costs at most that much latency, never a message, even with Redis down.
+  log position of every user it holds (one query) and tells their streams (a position ahead
+  of every poke :data:`POKE_GRACE` later), so a lost poke costs at most that much latency,
+  never a message, even with Redis down.
 - **Presence.** Each session is a member ``NODE/N/DEVICE-HEX`` of the sorted set
   ``PREFIX p:NAME`` scored by its expiry (now + the TTL, :data:`PRESENCE_TTL` by default),
   refreshed every third of it. A user is online while a member has not expired (and a
@@ -49,6 +50,9 @@ log = Logger()
 
 #: Seconds between two checks of the log position of every user this node holds.
 LOG_CHECK_INTERVAL = 1.0
+#: Seconds a log position the check found ahead of every poke waits before the streams are
+#: told (and read the log): the poke in flight usually arrives first, with the entry.
+POKE_GRACE = 0.05
 #: Seconds a session stays online in Redis without a heartbeat (the default; ``--presence-ttl``).
 PRESENCE_TTL = 15.0
 #: Heartbeats (which also sweep expired sessions) per TTL.
@@ -380,6 +384,10 @@ class RedisRouter:
               and (poke[2] is None or isinstance(poke[2], bytes))):
             self.signed_out(name, poke[2], poke[3])
 
+    def _tell_head(self, name: str, head: int) -> None:
+        if name in self._heads:  # still held here
+            self.local.log_advanced(name, head, None, None)
+
     def check_logs(self) -> Deferred[Any] | None:
         """Tell every stream of this node its user's log position (the bounded check)."""
         if self._checking:
@@ -397,9 +405,14 @@ class RedisRouter:
                 if name not in self._heads:
                     continue  # left meanwhile
                 if head > self._heads[name]:
+                    # Further than any poke said: most often a poke still on its way, which
+                    # carries the entry. The streams hear of it POKE_GRACE later, by when
+                    # that poke has made the notice moot (no read), or has been lost.
                     self._heads[name] = head
                     self.stats.catch_up_reads += 1
-                self.local.log_advanced(name, head, None, None)
+                    self.clock.callLater(POKE_GRACE, self._tell_head, name, head)
+                else:
+                    self.local.log_advanced(name, head, None, None)
 
         def done(result: object) -> None:
             self._checking = False

@@ -15,7 +15,7 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 
 from chatproto.server.bus import BusAddress
-from chatproto.server.redis_router import MAX_POKE_BODY, RedisRouter
+from chatproto.server.redis_router import MAX_POKE_BODY, POKE_GRACE, RedisRouter
 from chatproto.storage.database import Database
 from chatproto.storage.store import ChatStore, Draft, LogEntry
 from chatproto.wire import messages as m
@@ -254,7 +254,8 @@ async def test_without_redis_the_log_check_delivers(database: Database) -> None:
     """With the bus unreachable a log advance still reaches this node's sessions, presence
     answers from this node, and the periodic log check tells bob's stream the log position
     committed by another node (the database is the truth)."""
-    router = RedisRouter(_reactor, address(free_port()), "lonely", database)
+    clock = task.Clock()
+    router = RedisRouter(_reactor, address(free_port()), "lonely", database, clock=clock)
     router.bus.start()
     try:
         bob = FakeSession("bob")
@@ -268,8 +269,13 @@ async def test_without_redis_the_log_check_delivers(database: Database) -> None:
             await store.append_message(Draft("ann", 0, "bob", cid, m.ContentType.TEXT, b"hi",
                                              None, None, 0))
         await router.check_logs()
+        # Ahead of every poke: the stream hears of it once a poke in flight would have come.
+        assert bob.advanced[-1] == (1, None, None)
+        clock.advance(POKE_GRACE)
         assert bob.advanced[-1] == (2, None, None)
         assert router.stats.catch_up_reads == 1
+        await router.check_logs()  # known now: told at once
+        assert bob.advanced[-2:] == [(2, None, None)] * 2
         assert await router.leave(bob) is True
     finally:
         await router.stop()
