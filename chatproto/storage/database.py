@@ -370,8 +370,9 @@ class GroupCommitter:
     queue is written at once; while one is, new operations wait and go together in the next
     transaction, at most ``max_batch`` of them. So an idle server commits each write alone
     (no added delay) and a busy one amortises the commit over many: the wait is bounded by
-    one transaction, and the batch by ``max_batch``. The next transaction starts as soon as
-    one commits, before that one's waiters run, so the database and the reactor overlap.
+    one transaction, and the batch by ``max_batch``. On an engine with several connections
+    the next transaction starts as soon as one commits, before that one's waiters run, so
+    the database and the reactor overlap.
 
     A function with a ``batch`` attribute is called once for a run of consecutive operations
     of that function, as ``fn.batch(txn, [args, ...])``, returning ``(ok, value)`` per
@@ -442,21 +443,28 @@ class GroupCommitter:
         d = self.db.run_interaction("group commit", self._run_batch, ops)
 
         def finished(outcome: list[tuple[bool, Any]] | Failure) -> None:
-            # The next transaction starts before this one's waiters run: the database works
-            # on it while the reactor answers and fans out this one (what the waiters submit
-            # goes in the transaction after it).
-            self._writing = False
-            if self._queue:
+            # With several connections, operations already queued start the next transaction
+            # before this one's waiters run: the database works on it while the reactor
+            # answers and fans out this one (what the waiters submit goes in the transaction
+            # after it). With one connection (SQLite) it starts after them, or the reads they
+            # start (a replay's next page) would queue behind it.
+            early = bool(self._queue) and not self.db.engine.one_connection
+            if early:
+                self._writing = False
                 self._write()
             if isinstance(outcome, Failure):
                 for _, _, waiter in batch:
                     waiter.errback(outcome)
-                return
-            for (_, _, waiter), (ok, value) in zip(batch, outcome, strict=True):
-                if ok:
-                    waiter.callback(value)
-                else:
-                    waiter.errback(value)
+            else:
+                for (_, _, waiter), (ok, value) in zip(batch, outcome, strict=True):
+                    if ok:
+                        waiter.callback(value)
+                    else:
+                        waiter.errback(value)
+            if not early:
+                self._writing = False
+                if self._queue:
+                    self._write()
 
         d.addBoth(finished)
 

@@ -37,6 +37,8 @@ class Engine(abc.ABC):
     name: str = ""
     #: Whether ``?`` placeholders must be converted to ``%s``.
     converts_placeholders: bool = False
+    #: Whether the pool has a single connection, which reads and writes share (SQLite).
+    one_connection: bool = False
     #: Whether statements take arrays (``= ANY(?)``, ``unnest``, data-modifying ``WITH``): the
     #: batch writers then send a whole phase of a batch as one statement (one round trip).
     arrays: bool = False
@@ -108,6 +110,7 @@ class Engine(abc.ABC):
 
 class SqliteEngine(Engine):
     name = "sqlite"
+    one_connection = True
     converts_placeholders = False
     #: BEGIN IMMEDIATE already holds the database's write lock.
     for_update = ""

@@ -369,3 +369,48 @@ async def _two_nodes(nodes: list[Database]) -> None:
     assert all(count == top for _, count, top in logs) and len(logs) == len(users)
     assert all(count == top for _, count, top in convs) and len(convs) == len(users) + 1
     assert sum(count for _, count, _ in convs) == sent + 1 + 6  # + CREATED and the renames
+
+
+class _HeldDatabase:
+    """A database whose transactions end when the test says: records what starts when."""
+
+    def __init__(self, one_connection: bool) -> None:
+        self.engine = type("FakeEngine", (), {"one_connection": one_connection})()
+        self.events: list[str] = []
+        self.running: list[defer.Deferred[list[tuple[bool, Any]]]] = []
+
+    def run_interaction(self, desc: str, fn: Any,
+                        ops: list[Any]) -> defer.Deferred[list[tuple[bool, Any]]]:
+        self.events.append(f"begin {[args[0] for _, args in ops]}")
+        d: defer.Deferred[list[tuple[bool, Any]]] = defer.Deferred()
+        d.addCallback(lambda _: [(True, args[0]) for _, args in ops])
+        self.running.append(d)
+        return d
+
+
+@pytest.mark.parametrize("one_connection", [False, True])
+def test_when_the_next_transaction_starts(one_connection: bool) -> None:
+    """With several connections the queued operations start their transaction before the
+    committed batch's waiters run (database and reactor overlap); with one connection
+    (SQLite) after them, so a read a waiter starts does not queue behind a write. Either
+    way, what the waiters submit waits for the transaction after."""
+    db = _HeldDatabase(one_connection)
+    committer = GroupCommitter(db)  # type: ignore[arg-type]
+
+    def answered(value: str) -> None:
+        db.events.append(f"answer {value}")
+        if value == "a":
+            committer.submit(_insert, "from-a")
+
+    committer.submit(_insert, "a").addCallback(answered)
+    committer.submit(_insert, "b").addCallback(answered)  # queued behind the first batch
+    db.running.pop(0).callback(None)
+    expected = (["begin ['a']", "begin ['b']", "answer a"] if not one_connection
+                else ["begin ['a']", "answer a", "begin ['b', 'from-a']"])
+    assert db.events == expected
+    while db.running:
+        db.running.pop(0).callback(None)
+    assert [e for e in db.events if e.startswith("answer")] == ["answer a", "answer b"]
+    begun = [e for e in db.events if e.startswith("begin")]
+    assert begun == expected[:1] + (["begin ['b']", "begin ['from-a']"] if not one_connection
+                                    else ["begin ['b', 'from-a']"])
