@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import hiredis  # noqa: F401 - txredisapi parses with it when importable (see above)
 import txredisapi
 from twisted.internet import defer, endpoints
 from twisted.internet.defer import Deferred
@@ -33,8 +32,6 @@ from twisted.logger import Logger
 
 log = Logger()
 
-if not issubclass(txredisapi.SubscriberProtocol, txredisapi.HiredisProtocol):
-    raise ImportError("txredisapi did not pick up hiredis; the bus needs its reply parser")
 
 #: Longest wait between two reconnection attempts (seconds).
 MAX_RECONNECT_DELAY = 5.0
@@ -172,7 +169,11 @@ class RedisBus:
         return self._commands is not None and self._subscriber is not None
 
     def start(self) -> None:
-        """Connect both (and keep reconnecting); returns at once."""
+        """Connect both (and keep reconnecting); returns at once. RuntimeError if txredisapi
+        parses replies without hiredis (see the module's note)."""
+        if txredisapi.hiredis is None:
+            raise RuntimeError("the bus needs hiredis (pip install hiredis): txredisapi's own "
+                               "parser handles one reply per reactor turn")
         endpoint = endpoints.TCP4ClientEndpoint(self.reactor, self.address.host,
                                                 self.address.port, timeout=5)
         for factory in (_Commands(self), _Subscriptions(self)):

@@ -153,6 +153,8 @@ class DeliveryStream:
         self.started = True
 
     def log_advanced(self, user_seq: int, entry: LogEntry | None, body: bytes | None) -> None:
+        if self.owner.closed:
+            return
         if self.reading or (not self.live and self.sync_req is not None):
             self.dirty = True
             return

@@ -207,6 +207,8 @@ class RedisRouter:
         self._heads: dict[str, int] = {}
         self._checking = False
         self._loops: list[task.LoopingCall] = []
+        #: Log-check notices waiting out POKE_GRACE (cancelled by :meth:`stop`).
+        self._graces: set[Any] = set()
         self.came_online: Callable[[str], None] = lambda name: None
         self.went_offline: Callable[[str, int], None] = lambda name, seen_ms: None
         self.signed_out: Callable[[str, bytes | None, str], None] = (
@@ -231,6 +233,10 @@ class RedisRouter:
             self._loops.append(loop)
 
     def stop(self) -> Deferred[Any]:
+        for call in self._graces:
+            if call.active():
+                call.cancel()
+        self._graces = set()
         for loop in self._loops:
             if loop.running:
                 loop.stop()
@@ -385,6 +391,7 @@ class RedisRouter:
             self.signed_out(name, poke[2], poke[3])
 
     def _tell_head(self, name: str, head: int) -> None:
+        self._graces = {c for c in self._graces if c.active()}
         if name in self._heads:  # still held here
             self.local.log_advanced(name, head, None, None)
 
@@ -410,7 +417,8 @@ class RedisRouter:
                     # that poke has made the notice moot (no read), or has been lost.
                     self._heads[name] = head
                     self.stats.catch_up_reads += 1
-                    self.clock.callLater(POKE_GRACE, self._tell_head, name, head)
+                    call = self.clock.callLater(POKE_GRACE, self._tell_head, name, head)
+                    self._graces.add(call)
                 else:
                     self.local.log_advanced(name, head, None, None)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from twisted.enterprise import adbapi
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -437,10 +438,13 @@ class GroupCommitter:
     def _write(self) -> None:
         batch = self._take()
         self._writing = True
-        if self.on_batch is not None:
-            self.on_batch(len(batch))
         ops = [(fn, args) for fn, args, _ in batch]
-        d = self.db.run_interaction("group commit", self._run_batch, ops)
+        try:
+            if self.on_batch is not None:
+                self.on_batch(len(batch))
+            d = self.db.run_interaction("group commit", self._run_batch, ops)
+        except Exception:  # e.g. the database is closed: the batch fails, nothing is lost
+            d = defer.fail()
 
         def finished(outcome: list[tuple[bool, Any]] | Failure) -> None:
             # With several connections, operations already queued start the next transaction
@@ -452,20 +456,27 @@ class GroupCommitter:
             if early:
                 self._writing = False
                 self._write()
-            if isinstance(outcome, Failure):
-                for _, _, waiter in batch:
-                    waiter.errback(outcome)
-            else:
-                for (_, _, waiter), (ok, value) in zip(batch, outcome, strict=True):
-                    if ok:
-                        waiter.callback(value)
-                    else:
-                        waiter.errback(value)
-            if not early:
-                self._writing = False
-                if self._queue:
-                    self._write()
+            try:
+                if not isinstance(outcome, Failure) and len(outcome) != len(batch):
+                    outcome = Failure(RuntimeError(
+                        f"a batch of {len(batch)} operations gave {len(outcome)} results"))
+                if isinstance(outcome, Failure):
+                    for _, _, waiter in batch:
+                        waiter.errback(outcome)
+                else:
+                    for (_, _, waiter), (ok, value) in zip(batch, outcome, strict=True):
+                        if ok:
+                            waiter.callback(value)
+                        else:
+                            waiter.errback(value)
+            finally:
+                if not early:
+                    self._writing = False
+                    if self._queue:
+                        self._write()
 
+        # adbapi answers in a later reactor turn, so each batch's waiters fire after the
+        # previous batch's: submission order holds across batches.
         d.addBoth(finished)
 
     def _run_batch(self, txn: Transaction,

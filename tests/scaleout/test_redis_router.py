@@ -276,9 +276,15 @@ async def test_without_redis_the_log_check_delivers(database: Database) -> None:
         assert router.stats.catch_up_reads == 1
         await router.check_logs()  # known now: told at once
         assert bob.advanced[-2:] == [(2, None, None)] * 2
+        await store.append_message(Draft("ann", 0, "bob", b"\3" * 16, m.ContentType.TEXT,
+                                         b"hi", None, None, 0))
+        await router.check_logs()
+        assert len(clock.getDelayedCalls()) == 1  # waiting out the grace
         assert await router.leave(bob) is True
     finally:
         await router.stop()
+    assert not clock.getDelayedCalls()  # stop cancels it
+    assert bob.advanced[-1] == (2, None, None)
 
 
 @pytest_twisted.ensureDeferred

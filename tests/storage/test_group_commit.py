@@ -379,11 +379,16 @@ class _HeldDatabase:
         self.events: list[str] = []
         self.running: list[defer.Deferred[list[tuple[bool, Any]]]] = []
 
+    closed = False
+    short = False  # answer one result too few (a batch function's bug)
+
     def run_interaction(self, desc: str, fn: Any,
                         ops: list[Any]) -> defer.Deferred[list[tuple[bool, Any]]]:
+        if self.closed:
+            raise RuntimeError("Database not started")
         self.events.append(f"begin {[args[0] for _, args in ops]}")
         d: defer.Deferred[list[tuple[bool, Any]]] = defer.Deferred()
-        d.addCallback(lambda _: [(True, args[0]) for _, args in ops])
+        d.addCallback(lambda _: [(True, args[0]) for _, args in ops][self.short:])
         self.running.append(d)
         return d
 
@@ -414,3 +419,26 @@ def test_when_the_next_transaction_starts(one_connection: bool) -> None:
     begun = [e for e in db.events if e.startswith("begin")]
     assert begun == expected[:1] + (["begin ['b']", "begin ['from-a']"] if not one_connection
                                     else ["begin ['b', 'from-a']"])
+
+
+@pytest.mark.parametrize("one_connection", [False, True])
+def test_a_batch_that_cannot_run_fails_its_waiters_and_the_next_one_runs(
+        one_connection: bool) -> None:
+    """A transaction that cannot start (the database is closed) or answers the wrong number
+    of results fails its own waiters; the committer does not stay stuck writing."""
+    db = _HeldDatabase(one_connection)
+    committer = GroupCommitter(db)  # type: ignore[arg-type]
+    failures: list[str] = []
+    db.closed = True
+    committer.submit(_insert, "a").addErrback(lambda f: failures.append("a"))
+    assert failures == ["a"] and db.events == []
+    db.closed = False
+    db.short = True
+    committer.submit(_insert, "b").addErrback(lambda f: failures.append("b"))
+    db.running.pop(0).callback(None)
+    assert failures == ["a", "b"]
+    db.short = False
+    done: list[str] = []
+    committer.submit(_insert, "c").addCallback(done.append)
+    db.running.pop(0).callback(None)
+    assert done == ["c"] and db.events == ["begin ['b']", "begin ['c']"]
