@@ -36,7 +36,9 @@ def alive(pid: int) -> bool:
     return True
 
 
-async def poll(predicate: object, what: str, timeout: float = 20) -> None:
+async def poll(predicate: object, what: str, timeout: float = 60) -> None:
+    # A generous bound: a worker restarted while the machine is loaded (CI running beside a
+    # soak) took over 20 s to start listening again; the whole test takes about 11 s alone.
     for _ in range(int(timeout / 0.05)):
         if predicate():  # type: ignore[operator]
             return
