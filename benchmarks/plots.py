@@ -44,13 +44,19 @@ def throughput(plt: Any, scs: list[Scenario], rows: list[Row]) -> Any:
     for ax, r in zip(axes[0], bars, strict=True):
         labels = ["chatproto"] + (["baseline"] if r.baseline else [])
         values = [r.value] + ([r.baseline] if r.baseline else [])
-        ax.bar(labels, values, color=["tab:blue", "tab:gray"][: len(values)])
-        ax.set_title(f"{r.scenario}\n{r.figure}", fontsize=8)
-        ax.set_ylabel(r.unit)
-        ax.tick_params(labelsize=8)
-        if r.passed is not None:
-            ax.set_xlabel(r.target + (" PASS" if r.passed else " MISS"), fontsize=8)
+        _bar_panel(ax, r, labels, values, ["tab:blue", "tab:gray"][: len(values)], r.figure)
     return fig
+
+
+def _bar_panel(ax: Any, r: Row, labels: list[str], values: list[float], colors: list[str],
+               figure: str) -> None:
+    """One row as bars, titled with its scenario and ``figure``, its target and result below."""
+    ax.bar(labels, values, color=colors)
+    ax.set_title(f"{r.scenario}\n{figure}", fontsize=8)
+    ax.set_ylabel(r.unit)
+    ax.tick_params(labelsize=8)
+    if r.passed is not None:
+        ax.set_xlabel(r.target + (" PASS" if r.passed else " MISS"), fontsize=8)
 
 
 def median_round(runs: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
@@ -141,11 +147,6 @@ def scaling(plt: Any, scs: list[Scenario], rows: list[Row]) -> Any:
     for ax, r in zip(axes[0], mine, strict=True):
         cross = "cross-node" in r.figure
         labels = ["same node", "cross node"] if cross else ["1 worker", "2 workers"]
-        values = [r.baseline or 0.0, r.value]
-        ax.bar(labels, values, color=["tab:gray", "tab:blue"])
-        ax.set_title(f"{r.scenario}\n{r.figure.split(' (')[0]}", fontsize=8)
-        ax.set_ylabel(r.unit)
-        ax.tick_params(labelsize=8)
-        if r.passed is not None:
-            ax.set_xlabel(r.target + (" PASS" if r.passed else " MISS"), fontsize=8)
+        _bar_panel(ax, r, labels, [r.baseline or 0.0, r.value], ["tab:gray", "tab:blue"],
+                   r.figure.split(" (")[0])
     return fig

@@ -32,7 +32,6 @@ from twisted.logger import Logger
 
 log = Logger()
 
-
 #: Longest wait between two reconnection attempts (seconds).
 MAX_RECONNECT_DELAY = 5.0
 #: Channels named per SUBSCRIBE command when re-subscribing after a reconnect.

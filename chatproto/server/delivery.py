@@ -118,8 +118,8 @@ class DeliveryStream:
     reads the log from the cursor once the buffer drained. The log is the buffer.
     """
 
-    __slots__ = ("_gap_timer", "_held", "_held_bytes", "clock", "dirty", "live", "owner",
-                 "reading", "sent_seq", "started", "stats", "store", "sync_req")
+    __slots__ = ("_gap_timer", "_held", "clock", "dirty", "live", "owner", "reading",
+                 "sent_seq", "started", "stats", "store", "sync_req")
 
     def __init__(self, owner: StreamOwner, store: ChatStore, stats: ServerStats,
                  clock: Any) -> None:
@@ -129,7 +129,6 @@ class DeliveryStream:
         self.clock = clock
         #: Live entries that arrived ahead of a gap, by user_seq (None while there are none).
         self._held: dict[int, tuple[LogEntry, bytes]] | None = None
-        self._held_bytes = 0
         self._gap_timer: Any = None  # an IDelayedCall
         self.sent_seq = 0
         self.started = False
@@ -180,11 +179,10 @@ class DeliveryStream:
         held = self._held
         if held is None:
             held = self._held = {}
-        if len(held) >= MAX_HELD_ENTRIES or self._held_bytes + len(body) > MAX_HELD_BYTES:
+        if (len(held) >= MAX_HELD_ENTRIES
+                or sum(len(b) for _, b in held.values()) + len(body) > MAX_HELD_BYTES):
             return False
-        if user_seq not in held:
-            held[user_seq] = (entry, body)
-            self._held_bytes += len(body)
+        held.setdefault(user_seq, (entry, body))
         if self._gap_timer is None:
             self._gap_timer = self.clock.callLater(GAP_WAIT, self._gap_timed_out)
         return True
@@ -202,14 +200,11 @@ class DeliveryStream:
             send_entry(self.owner, self.sent_seq, *nxt)
         for seq in [s for s in held if s <= self.sent_seq]:
             del held[seq]
-        if held:
-            self._held_bytes = sum(len(body) for _, body in held.values())
-        else:
+        if not held:
             self._drop_held()
 
     def _drop_held(self) -> None:
         self._held = None
-        self._held_bytes = 0
         if self._gap_timer is not None:
             if self._gap_timer.active():
                 self._gap_timer.cancel()

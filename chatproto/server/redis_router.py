@@ -207,8 +207,8 @@ class RedisRouter:
         self._heads: dict[str, int] = {}
         self._checking = False
         self._loops: list[task.LoopingCall] = []
-        #: Log-check notices waiting out POKE_GRACE (cancelled by :meth:`stop`).
-        self._graces: set[Any] = set()
+        #: Log-check notices waiting out POKE_GRACE, by user (cancelled by :meth:`stop`).
+        self._graces: dict[str, Any] = {}
         self.came_online: Callable[[str], None] = lambda name: None
         self.went_offline: Callable[[str, int], None] = lambda name, seen_ms: None
         self.signed_out: Callable[[str, bytes | None, str], None] = (
@@ -233,10 +233,9 @@ class RedisRouter:
             self._loops.append(loop)
 
     def stop(self) -> Deferred[Any]:
-        for call in self._graces:
-            if call.active():
-                call.cancel()
-        self._graces = set()
+        for call in self._graces.values():
+            call.cancel()
+        self._graces = {}
         for loop in self._loops:
             if loop.running:
                 loop.stop()
@@ -390,9 +389,10 @@ class RedisRouter:
               and (poke[2] is None or isinstance(poke[2], bytes))):
             self.signed_out(name, poke[2], poke[3])
 
-    def _tell_head(self, name: str, head: int) -> None:
-        self._graces = {c for c in self._graces if c.active()}
-        if name in self._heads:  # still held here
+    def _tell_head(self, name: str) -> None:
+        del self._graces[name]
+        head = self._heads.get(name)
+        if head is not None:  # still held here: tell the highest position known now
             self.local.log_advanced(name, head, None, None)
 
     def check_logs(self) -> Deferred[Any] | None:
@@ -417,8 +417,9 @@ class RedisRouter:
                     # that poke has made the notice moot (no read), or has been lost.
                     self._heads[name] = head
                     self.stats.catch_up_reads += 1
-                    call = self.clock.callLater(POKE_GRACE, self._tell_head, name, head)
-                    self._graces.add(call)
+                    if name not in self._graces:
+                        self._graces[name] = self.clock.callLater(POKE_GRACE,
+                                                                  self._tell_head, name)
                 else:
                     self.local.log_advanced(name, head, None, None)
 

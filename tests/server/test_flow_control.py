@@ -359,6 +359,17 @@ def sync_bob(h: FlowHarness, name: str = "bob", ip: str = "10.0.0.2") -> Buffere
     return bob
 
 
+def flood_unread(h: FlowHarness, bob: Any) -> None:
+    """alice sends bob 2,000 messages of 1 KiB; bob reads nothing. What the server has
+    written to bob's transport stays under the high-water mark plus two messages."""
+    alice = h.signed_in("alice")
+    body = b"x" * 1024
+    for start in range(0, 2000, 100):
+        send_all(alice, [chat(i, "bob", body) for i in range(start + 1, start + 101)])
+        alice.receive()
+        assert len(bob.transport.value()) <= HIGH_WATER + 2 * len(body)
+
+
 def test_reader_that_never_reads_holds_a_bounded_buffer_then_is_aborted() -> None:
     """Others send 2,000 messages of 1 KiB to a signed-in client that reads nothing. The
     server stops pushing them once the transport's buffer passes its high-water mark: the
@@ -367,12 +378,7 @@ def test_reader_that_never_reads_holds_a_bounded_buffer_then_is_aborted() -> Non
     h = FlowHarness(write_stall_timeout=60.0, message_rate=0)
     h.store.hold = False
     bob = sync_bob(h)
-    alice = h.signed_in("alice")
-    body = b"x" * 1024
-    for start in range(0, 2000, 100):
-        send_all(alice, [chat(i, "bob", body) for i in range(start + 1, start + 101)])
-        alice.receive()
-        assert len(bob.transport.value()) <= HIGH_WATER + 2 * len(body)
+    flood_unread(h, bob)
     stream = bob.connection.stream
     assert bob.proto.write_paused
     assert stream.sent_seq < 100  # the other 1,900 wait in the log, not in memory
@@ -516,12 +522,7 @@ def test_web_reader_that_never_reads_holds_a_bounded_buffer_then_is_aborted() ->
     h.store.hold = False
     bob = web_signed_in(h, "bob")
     assert bob.transport.producer is bob.proto
-    alice = h.signed_in("alice")
-    body = b"x" * 1024
-    for start in range(0, 2000, 100):
-        send_all(alice, [chat(i, "bob", body) for i in range(start + 1, start + 101)])
-        alice.receive()
-        assert len(bob.transport.value()) <= HIGH_WATER + 2 * len(body)
+    flood_unread(h, bob)
     assert bob.proto.write_paused
     assert bob.connection.stream.sent_seq < 100  # the other 1,900 wait in the log
     h.clock.advance(59.0)
